@@ -1,0 +1,161 @@
+"""Version shims: the one module that knows which Django, channels and channels-redis run.
+
+The app supports two dependency profiles from one code base:
+
+* modern: Django 5.2, channels 4, channels-redis 4 (redis-py), asgiref 3;
+* legacy: Django 1.11, channels 2.1, channels-redis 2.3 (aioredis 1), asgiref 2, Python 3.9.
+
+Everything else is written against what both profiles share and takes the differences from
+here, so dropping the legacy profile means deleting the fallback branches below and nothing more.
+"""
+
+import importlib.util
+from urllib.parse import unquote, urlparse, urlsplit
+
+import django
+from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+from django.core.management.base import BaseCommand as _BaseCommand
+from django.core.management.base import CommandError as _CommandError
+from django.utils.http import is_same_domain
+
+try:
+    from django.urls import re_path  # Django >= 2.0
+except ImportError:  # Django 1.11
+    from django.conf.urls import url as re_path
+
+__all__ = [
+    "BaseCommand",
+    "CommandError",
+    "allowed_hosts_origin_validator",
+    "as_asgi",
+    "channel_layer_hosts",
+    "csrf_trusted_origins",
+    "django_http_application",
+    "has_redis_pubsub_layer",
+    "re_path",
+]
+
+
+def as_asgi(consumer_class):
+    """Return the ASGI application for a consumer class.
+
+    channels >= 3 wants ``Consumer.as_asgi()``; channels 2 routes to the class itself.
+    """
+    if hasattr(consumer_class, "as_asgi"):
+        return consumer_class.as_asgi()
+    return consumer_class
+
+
+def allowed_hosts_origin_validator(application):
+    """Wrap ``application`` in channels' check of the Origin header against ``ALLOWED_HOSTS``.
+
+    channels < 2.2 parses the allowed patterns with ``urlparse(pattern, scheme=None)``, which
+    Pythons carrying the CVE-2023-24329 fix (3.9.17+ and distribution backports) reject, so every
+    handshake would fail; there the patterns are matched the way later channels match them.
+    """
+    validator = AllowedHostsOriginValidator(application)
+    try:
+        validator.match_allowed_origin(urlparse("http://localhost"), "localhost")
+    except AttributeError:
+        return _OriginValidator(application, validator.allowed_origins)
+    return validator
+
+
+class _OriginValidator(OriginValidator):
+    """``OriginValidator.match_allowed_origin`` as in channels >= 2.2."""
+
+    def match_allowed_origin(self, parsed_origin, pattern):
+        if parsed_origin is None or parsed_origin.hostname is None:
+            return False
+        parsed_pattern = urlparse(pattern.lower())
+        if not parsed_pattern.scheme:
+            pattern_hostname = urlparse("//" + pattern).hostname or pattern
+            return is_same_domain(parsed_origin.hostname, pattern_hostname)
+        return (
+            parsed_pattern.scheme == parsed_origin.scheme
+            and self.get_origin_port(parsed_origin) == self.get_origin_port(parsed_pattern)
+            and is_same_domain(parsed_origin.hostname, parsed_pattern.hostname)
+        )
+
+
+def django_http_application():
+    """Set Django up and return the ASGI application that serves its HTTP views."""
+    try:
+        from django.core.asgi import get_asgi_application  # Django >= 3.0
+    except ImportError:  # Django < 3.0: channels 2 ships the HTTP handler.
+        django.setup(set_prefix=False)
+        from channels.http import AsgiHandler
+
+        return AsgiHandler
+    return get_asgi_application()
+
+
+def csrf_trusted_origins(origins):
+    """Adapt ``scheme://host`` origins to what this Django compares.
+
+    Django >= 4.0 wants full origins; older versions compare bare host names.
+    """
+    if django.VERSION >= (4, 0):
+        return list(origins)
+    return [urlsplit(origin).netloc or origin for origin in origins]
+
+
+def channel_layer_hosts(redis_url):
+    """Return the ``hosts`` list of a channels-redis layer for one Redis URL.
+
+    channels-redis >= 3 hands the URL to redis-py, which understands ``redis://`` and
+    ``rediss://`` with percent-encoded passwords. channels-redis 2 uses aioredis 1, which does
+    not percent-decode passwords, so there the URL is split into aioredis' own arguments.
+    """
+    import channels_redis
+
+    if int(channels_redis.__version__.split(".")[0]) >= 3:
+        return [redis_url]
+    parts = urlsplit(redis_url)
+    host = {
+        "address": (parts.hostname, parts.port or 6379),
+        "db": int(parts.path.lstrip("/") or 0),
+    }
+    if parts.password:
+        host["password"] = unquote(parts.password)
+    if parts.scheme == "rediss":
+        host["ssl"] = True
+    return [host]
+
+
+def has_redis_pubsub_layer():
+    """Whether channels-redis ships the pub/sub layer (channels-redis >= 3.3)."""
+    return importlib.util.find_spec("channels_redis.pubsub") is not None
+
+
+if django.VERSION >= (3, 1):
+    BaseCommand = _BaseCommand
+    CommandError = _CommandError
+else:  # Django < 3.1 exits with status 1 on every CommandError.
+
+    class CommandError(_CommandError):
+        """``CommandError`` taking Django 3.1's ``returncode`` argument."""
+
+        def __init__(self, *args, returncode=1, **kwargs):
+            self.returncode = returncode
+            super().__init__(*args, **kwargs)
+
+    class BaseCommand(_BaseCommand):
+        """``BaseCommand`` whose command line exits with the error's ``returncode``."""
+
+        _returncode = 1
+
+        def execute(self, *args, **options):
+            try:
+                return super().execute(*args, **options)
+            except _CommandError as exc:
+                self._returncode = getattr(exc, "returncode", 1)
+                raise
+
+        def run_from_argv(self, argv):
+            try:
+                super().run_from_argv(argv)
+            except SystemExit as exc:
+                if exc.code != 1:
+                    raise
+                raise SystemExit(self._returncode) from None

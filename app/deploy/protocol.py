@@ -1,0 +1,74 @@
+"""The deploy message protocol: service names, messages, groups and client frames.
+
+Shared by the websocket consumer, the push function, the ``push`` command and the HTTP push
+endpoint, so all four accept and reject exactly the same input.
+"""
+
+import json
+import re
+from datetime import datetime, timezone
+
+from django.conf import settings
+
+SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class InvalidInput(ValueError):
+    """A service name, message or client frame that is refused."""
+
+
+class MessageTooLarge(InvalidInput):
+    """A message or frame over ``DEPLOY_MAX_MESSAGE_BYTES``."""
+
+
+def validate_service(service):
+    """Raise ``InvalidInput`` unless ``service`` is 1-64 of ``A-Z a-z 0-9 _ . -``."""
+    if not isinstance(service, str) or not SERVICE_NAME.fullmatch(service):
+        raise InvalidInput(f"invalid service name {service!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+
+
+def validate_message(message):
+    """Raise ``InvalidInput`` unless ``message`` is a non-empty string within the size limit."""
+    if not isinstance(message, str):
+        raise InvalidInput("message must be a string")
+    if not message:
+        raise InvalidInput("message is empty")
+    check_size(message, "message")
+
+
+def check_size(text, what):
+    """Raise ``MessageTooLarge`` if ``text`` is over ``DEPLOY_MAX_MESSAGE_BYTES`` in UTF-8."""
+    size = len(text.encode("utf-8"))
+    limit = settings.DEPLOY_MAX_MESSAGE_BYTES
+    if size > limit:
+        raise MessageTooLarge(f"{what} is {size} bytes, the limit is {limit}")
+
+
+def group_name(service):
+    """The channel-layer group of a service's clients."""
+    return f"deploy.{service}"
+
+
+def timestamp():
+    """Now, as an ISO 8601 string in UTC."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def parse_client_frame(text_data):
+    """Return the message of a client frame ``{"message": "..."}`` or raise ``InvalidInput``.
+
+    ``text_data`` is None for a binary frame, which is refused too.
+    """
+    if text_data is None:
+        raise InvalidInput("binary frames are not accepted; send JSON text")
+    check_size(text_data, "frame")
+    try:
+        frame = json.loads(text_data)
+    except ValueError:
+        raise InvalidInput("frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise InvalidInput('frame must be a JSON object like {"message": "..."}')
+    if "message" not in frame:
+        raise InvalidInput('frame has no "message"')
+    validate_message(frame["message"])
+    return frame["message"]

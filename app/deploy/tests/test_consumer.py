@@ -1,0 +1,137 @@
+"""The websocket consumer through the full ASGI stack (origin check, auth, routing)."""
+
+import json
+import logging
+from datetime import datetime
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from deploy.consumers import INVALID_SERVICE
+from deploy.push import send_channel_msg
+from deploy.tests.conftest import TIMEOUT
+from devops.asgi import application
+
+
+async def push(service, message):
+    await sync_to_async(send_channel_msg)(service, message)
+
+
+async def receive(communicator):
+    return await communicator.receive_json_from(timeout=TIMEOUT)
+
+
+async def test_client_receives_pushed_message(connect):
+    client = await connect("tasks")
+    await push("tasks", "deploy started")
+    frame = await receive(client)
+    ts = frame.pop("ts")
+    assert datetime.fromisoformat(ts).utcoffset().total_seconds() == 0
+    assert frame == {
+        "type": "message",
+        "service": "tasks",
+        "message": "deploy started",
+        "seq": 1,
+        "source": "push",
+    }
+
+
+async def test_client_message_reaches_every_client_including_sender(connect):
+    sender, other = await connect("tasks"), await connect("tasks")
+    await sender.send_json_to({"message": "hello"})
+    for client in (sender, other):
+        frame = await receive(client)
+        assert (frame["message"], frame["source"], frame["service"]) == ("hello", "client", "tasks")
+
+
+async def test_services_are_isolated(connect):
+    alpha, beta = await connect("alpha"), await connect("beta")
+    await alpha.send_json_to({"message": "for alpha"})
+    assert (await receive(alpha))["message"] == "for alpha"
+    await push("alpha", "pushed to alpha")
+    assert (await receive(alpha))["message"] == "pushed to alpha"
+    assert await beta.receive_nothing(timeout=0.2)
+
+
+async def test_seq_counts_messages_per_connection(connect):
+    first = await connect("tasks")
+    await push("tasks", "one")
+    await push("tasks", "two")
+    second = await connect("tasks")
+    await push("tasks", "three")
+    assert [(await receive(first))["seq"] for _ in range(3)] == [1, 2, 3]
+    frame = await receive(second)
+    assert (frame["message"], frame["seq"]) == ("three", 1)
+
+
+async def test_legacy_deploy_run_event_is_delivered(connect):
+    """The blog post's helper sends {"type": "deploy.run", "text": ...} to the group."""
+    client = await connect("tasks")
+    await get_channel_layer().group_send("deploy.tasks", {"type": "deploy.run", "text": "old"})
+    frame = await receive(client)
+    assert (frame["message"], frame["source"], frame["seq"]) == ("old", "push", 1)
+
+
+BAD_FRAMES = [
+    pytest.param({"text": "not json"}, "not valid JSON", id="non-json"),
+    pytest.param({"text": ""}, "not valid JSON", id="empty-frame"),
+    pytest.param({"text": "[1, 2]"}, "JSON object", id="array"),
+    pytest.param({"text": '"hello"'}, "JSON object", id="string"),
+    pytest.param({"text": '{"text": "hello"}'}, 'no "message"', id="no-message"),
+    pytest.param({"text": '{"message": 42}'}, "must be a string", id="number"),
+    pytest.param({"text": '{"message": null}'}, "must be a string", id="null"),
+    pytest.param({"text": '{"message": ""}'}, "empty", id="empty-message"),
+    pytest.param({"bytes": b'{"message": "hi"}'}, "binary frames", id="binary"),
+    pytest.param({"text": json.dumps({"message": "x" * 100})}, "the limit is 64", id="oversize"),
+]
+
+
+@pytest.mark.parametrize("frame, error", BAD_FRAMES)
+async def test_bad_frame_gets_error_and_reaches_nobody(connect, settings, caplog, frame, error):
+    settings.DEPLOY_MAX_MESSAGE_BYTES = 64
+    sender, other = await connect("tasks"), await connect("tasks")
+    with caplog.at_level(logging.WARNING, logger="deploy"):
+        await sender.send_input({"type": "websocket.receive", **frame})
+        reply = await receive(sender)
+    assert reply["type"] == "error"
+    assert error in reply["error"]
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
+    assert "refused frame" in caplog.records[0].getMessage()
+    assert await other.receive_nothing(timeout=0.1)
+    # The connection stays open and works.
+    await sender.send_json_to({"message": "still here"})
+    for client in (sender, other):
+        assert (await receive(client))["message"] == "still here"
+
+
+@pytest.mark.parametrize("service", ["has%20space", "x" * 65, "", "a/b", "t%C3%A2che"])
+async def test_invalid_service_is_accepted_then_closed_with_4400(service):
+    communicator = WebsocketCommunicator(
+        application, f"/ws/deploy/{service}/", headers=[(b"origin", b"http://localhost")]
+    )
+    assert await communicator.connect(timeout=TIMEOUT) == (True, None)
+    assert await communicator.receive_output(timeout=TIMEOUT) == {
+        "type": "websocket.close",
+        "code": INVALID_SERVICE,
+    }
+    # A frame sent before the close reached the client is dropped without an error.
+    await communicator.send_json_to({"message": "late"})
+    assert await communicator.receive_nothing(timeout=0.1)
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("headers", [[(b"origin", b"http://evil.example")], []])
+async def test_disallowed_or_missing_origin_is_rejected(headers):
+    communicator = WebsocketCommunicator(application, "/ws/deploy/tasks/", headers=headers)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert not connected
+    await communicator.disconnect()
+
+
+async def test_disconnected_client_leaves_the_group(connect):
+    client = await connect("tasks")
+    await client.disconnect()
+    layer = get_channel_layer()
+    assert "deploy.tasks" not in layer.groups or not layer.groups["deploy.tasks"]

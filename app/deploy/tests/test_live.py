@@ -1,0 +1,311 @@
+"""End to end: real redis-server, daphne and uwsgi processes on 127.0.0.1.
+
+Skipped when redis-server is not installed, unless REQUIRE_LIVE=1 (as in CI), which turns the
+skip into a failure. Every wait is bounded, so a broken server fails a test instead of hanging.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from websockets.asyncio.client import connect as websocket_connect
+from websockets.exceptions import ConnectionClosed
+
+from deploy.push import send_channel_msg
+from deploy.tests.conftest import TIMEOUT
+from deploy.tests.helpers import APP_DIR, free_port, manage
+from devops.env import channel_layers
+
+pytestmark = pytest.mark.live
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_PASSWORD = "live/pass@word"  # URL-special characters: exercises the quoting
+PUSH_TOKEN = "live-push-token"
+START_TIMEOUT = 30
+
+
+class Server:
+    """A child process whose output goes to a log file, quoted when it fails to start."""
+
+    def __init__(self, name, args, log_dir, env=None):
+        self.name = name
+        self.log_path = Path(log_dir) / f"{name}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                args, cwd=APP_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def wait_until(self, ready):
+        """Poll ``ready()`` until it is true; fail with the log if the process dies or is slow."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if ready():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        pytest.fail(f"{self.name} did not start within {START_TIMEOUT} s:\n{self.log()}")
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def venv_script(name):
+    """A console script installed next to this Python."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def http(method, url, body=None, headers=None):
+    """``(status, body)`` of one HTTP request, error statuses included."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def http_ok(url):
+    return http("GET", url)[0] == 200
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    if not os.access(REDIS_SERVER, os.X_OK):
+        reason = f"{REDIS_SERVER} is not installed (apt-get install redis-server)"
+        if os.environ.get("REQUIRE_LIVE") == "1":
+            pytest.fail(f"REQUIRE_LIVE=1 but {reason}")
+        pytest.skip(reason)
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("redis")
+    args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port)]
+    args += ["--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(data_dir)]
+    server = Server("redis", args, data_dir)
+
+    def ping():
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            password = REDIS_PASSWORD.encode()
+            sock.sendall(
+                b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(password), password)
+            )
+            reply = b""
+            while not reply.endswith(b"+PONG\r\n") and len(reply) < 100:
+                chunk = sock.recv(100)
+                if not chunk:
+                    return False
+                reply += chunk
+            return reply == b"+OK\r\n+PONG\r\n"
+
+    server.wait_until(ping)
+    yield f"redis://:{quote(REDIS_PASSWORD, safe='')}@127.0.0.1:{port}/0"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_env(redis_url, tmp_path_factory):
+    """Environment of the app's processes: Redis layer, plain HTTP, push endpoint on."""
+    return {
+        **os.environ,
+        "CHANNEL_LAYER": "redis",
+        "REDIS_URL": redis_url,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_HTTPS": "false",
+        "DJANGO_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+        "DEPLOY_PUSH_TOKEN": PUSH_TOKEN,
+    }
+
+
+@pytest.fixture(scope="session")
+def daphne(live_env, tmp_path_factory):
+    """Base URL ``127.0.0.1:<port>`` of a running daphne serving ``devops.asgi:application``."""
+    port = free_port()
+    # The console script: daphne 2 (legacy profile) cannot run as `python -m daphne`.
+    args = [venv_script("daphne"), "-b", "127.0.0.1", "-p", str(port), "devops.asgi:application"]
+    server = Server("daphne", args, tmp_path_factory.mktemp("daphne"), env=live_env)
+    server.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def uwsgi(live_env, tmp_path_factory):
+    """Base URL of a running uwsgi (from pyuwsgi) serving ``devops.wsgi:application``."""
+    port = free_port()
+    args = [venv_script("uwsgi"), "--http-socket", f"127.0.0.1:{port}"]
+    args += ["--module", "devops.wsgi:application", "--pythonpath", str(APP_DIR)]
+    args += ["--master", "--processes", "1", "--need-app", "--die-on-term"]
+    server = Server("uwsgi", args, tmp_path_factory.mktemp("uwsgi"), env=live_env)
+    server.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def redis_layer(settings, redis_url):
+    """Point this test process's channel layer at the live Redis, as ops code would be."""
+    settings.CHANNEL_LAYERS = channel_layers("redis", redis_url, group_expiry=86400, capacity=100)
+
+
+@pytest.fixture
+def service():
+    return f"live-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def open_client(daphne):
+    """``await open_client(service)``: a websocket client of daphne, closed after the test."""
+    clients = []
+
+    async def open_one(service):
+        client = await websocket_connect(
+            f"ws://{daphne}/ws/deploy/{service}/",
+            origin=f"http://{daphne}",
+            open_timeout=TIMEOUT,
+            close_timeout=TIMEOUT,
+        )
+        clients.append(client)
+        return client
+
+    yield open_one
+    for client in clients:
+        await client.close()
+
+
+async def receive(client):
+    return json.loads(await asyncio.wait_for(client.recv(), TIMEOUT))
+
+
+async def send(client, message):
+    await client.send(json.dumps({"message": message}))
+
+
+async def assert_all_receive(clients, message, source):
+    for client in clients:
+        frame = await receive(client)
+        assert (frame["message"], frame["source"]) == (message, source)
+
+
+def post_push(base_url, service, message):
+    return http(
+        "POST",
+        f"http://{base_url}/api/push/{service}/",
+        json.dumps({"message": message}).encode(),
+        {"Authorization": f"Bearer {PUSH_TOKEN}", "Content-Type": "application/json"},
+    )
+
+
+async def test_two_clients_receive_a_third_clients_message(open_client, service):
+    first, second, sender = [await open_client(service) for _ in range(3)]
+    await send(sender, "hello from the third")
+    await assert_all_receive([first, second, sender], "hello from the third", "client")
+
+
+@pytest.mark.usefixtures("redis_layer")
+async def test_send_channel_msg_reaches_daphne_clients(open_client, service):
+    clients = [await open_client(service) for _ in range(2)]
+    await asyncio.to_thread(send_channel_msg, service, "from the test process")
+    await assert_all_receive(clients, "from the test process", "push")
+
+
+async def test_manage_push_reaches_daphne_clients(open_client, service, live_env):
+    clients = [await open_client(service) for _ in range(2)]
+    result = await asyncio.to_thread(manage, "push", service, "from manage.py", env=live_env)
+    assert result.returncode == 0, result.stderr
+    await assert_all_receive(clients, "from manage.py", "push")
+
+
+async def test_http_push_through_daphne(open_client, service, daphne):
+    clients = [await open_client(service) for _ in range(2)]
+    status, body = await asyncio.to_thread(post_push, daphne, service, "over daphne http")
+    assert status == 202, body
+    await assert_all_receive(clients, "over daphne http", "push")
+
+
+async def test_http_push_through_uwsgi_reaches_daphne_clients(open_client, service, uwsgi):
+    clients = [await open_client(service) for _ in range(2)]
+    status, body = await asyncio.to_thread(post_push, uwsgi, service, "over uwsgi")
+    assert status == 202, body
+    await assert_all_receive(clients, "over uwsgi", "push")
+
+
+async def test_bad_frame_gets_error_and_others_keep_working(open_client, service):
+    sender, other = await open_client(service), await open_client(service)
+    await sender.send("not json")
+    assert (await receive(sender))["type"] == "error"
+    await sender.send(b"\x00binary")
+    assert (await receive(sender))["type"] == "error"
+    await send(sender, "after the errors")
+    # Had a bad frame reached the group, `other` would see it before this message.
+    await assert_all_receive([sender, other], "after the errors", "client")
+
+
+@pytest.mark.usefixtures("redis_layer")
+async def test_other_service_receives_nothing(open_client, service):
+    mine, theirs = await open_client(service), await open_client(f"{service}-other")
+    await send(mine, "only for mine")
+    await asyncio.to_thread(send_channel_msg, service, "pushed to mine")
+    await asyncio.to_thread(send_channel_msg, f"{service}-other", "marker")
+    await assert_all_receive([mine], "only for mine", "client")
+    await assert_all_receive([mine], "pushed to mine", "push")
+    # Everything for `mine` was sent before the marker: the marker must come first.
+    frame = await receive(theirs)
+    assert (frame["message"], frame["seq"]) == ("marker", 1)
+
+
+async def test_invalid_service_closes_with_4400(daphne):
+    async with websocket_connect(
+        f"ws://{daphne}/ws/deploy/bad%20name/", origin=f"http://{daphne}", open_timeout=TIMEOUT
+    ) as client:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), TIMEOUT)
+    assert closed.value.rcvd.code == 4400
+
+
+@pytest.mark.usefixtures("redis_layer")
+async def test_reconnect_rounds_keep_receiving(open_client, service):
+    for round_number in range(10):
+        client = await open_client(service)
+        await asyncio.to_thread(send_channel_msg, service, f"round {round_number}")
+        frame = await receive(client)
+        assert (frame["message"], frame["seq"]) == (f"round {round_number}", 1)
+        await client.close()
+
+
+def test_healthz_through_daphne_twenty_times(daphne):
+    for _ in range(20):
+        status, body = http("GET", f"http://{daphne}/healthz")
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+
+def test_uwsgi_serves_page_and_readyz(uwsgi):
+    status, body = http("GET", f"http://{uwsgi}/")
+    assert status == 200
+    assert b'data-service="tasks"' in body
+    status, body = http("GET", f"http://{uwsgi}/readyz")
+    assert status == 200, body
+    assert json.loads(body)["checks"] == {"database": "ok", "channel_layer": "ok"}

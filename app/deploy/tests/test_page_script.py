@@ -1,0 +1,71 @@
+"""The page's script, run by Node.js against a fake DOM and WebSocket (page_harness.js)."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.contrib.staticfiles import finders
+
+NODE = shutil.which("node")
+HARNESS = Path(__file__).with_name("page_harness.js")
+
+pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+
+
+def run_page(protocol, host="deploy.example.org", service="tasks"):
+    script = finders.find("deploy/deploy.js")
+    result = subprocess.run(
+        [NODE, str(HARNESS), script, protocol, host, service],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("protocol, scheme", [("https:", "wss:"), ("http:", "ws:")])
+def test_socket_scheme_follows_page_protocol(protocol, scheme):
+    page = run_page(protocol, host="deploy.example.org:8443", service="web-1.prod")
+    assert page["urls"] == [f"{scheme}//deploy.example.org:8443/ws/deploy/web-1.prod/"]
+
+
+def test_messages_are_shown_as_text():
+    page = run_page("https:")
+    assert page["lines"] == [
+        {"className": "push", "text": "#1 2026-01-02 03:04:05 <img src=x onerror=alert(1)>"},
+        {"className": "error", "text": "error frame is not valid JSON"},
+        {"className": "error", "text": "unreadable frame from the server"},
+    ]
+
+
+def test_user_can_send_a_line():
+    page = run_page("https:")
+    assert page["sent"] == ['{"message":"hello"}']
+    assert page["inputCleared"]
+
+
+def test_connection_state_is_shown():
+    page = run_page("https:")
+    assert page["states"][:2] == ["connecting", "connected"]
+    assert all(state.startswith("reconnecting in ") for state in page["states"][2:])
+    assert page["finalState"] == "closed: invalid service name"
+
+
+def test_reconnects_with_capped_jittered_backoff():
+    page = run_page("https:")
+    delays = page["delays"]
+    assert page["socketsOpened"] == 11
+    ceilings = [min(30000, 500 * 2**attempt) for attempt in range(10)]
+    assert all(0 <= delay <= ceiling for delay, ceiling in zip(delays, ceilings))
+    assert len(set(delays)) > 1  # jitter: ten random delays are not all equal
+
+
+def test_invalid_service_close_stops_reconnecting():
+    assert run_page("https:")["timersAfter4400"] == 0
+
+
+def test_service_field_opens_that_services_page():
+    assert run_page("http:")["assigned"] == ["/deploy/other%20svc/"]

@@ -1,0 +1,263 @@
+"""Environment parsing in ``devops.env`` and the settings module built from it."""
+
+import os
+import runpy
+import secrets
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from deploy import compat
+from deploy.tests.helpers import APP_DIR, manage, modern_only
+from devops.env import Env, channel_layers, check_redis_url, database_from_url
+
+PRODUCTION_ENV = {
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+    "DJANGO_ALLOWED_HOSTS": "deploy.example.org",
+    "DJANGO_CSRF_TRUSTED_ORIGINS": "https://deploy.example.org",
+    "CHANNEL_LAYER": "redis",
+    "REDIS_URL": "redis://:pw@127.0.0.1:6379/0",
+}
+
+
+def load_settings(monkeypatch, **env):
+    """Execute devops/settings.py afresh with the contract's variables set to exactly ``env``."""
+    for name in list(os.environ):
+        if name.startswith(("DJANGO_", "REDIS_", "CHANNEL", "DEPLOY_", "DATABASE_URL")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(os.path.join(APP_DIR, "devops", "settings.py"))
+
+
+# Env
+
+
+@pytest.mark.parametrize(
+    "raw, value", [("true", True), ("YES", True), (" 1 ", True), ("false", False), ("no", False)]
+)
+def test_boolean(raw, value):
+    assert Env({"X": raw}).boolean("X", not value) is value
+
+
+def test_boolean_default():
+    assert Env({}).boolean("X", True) is True
+
+
+def test_boolean_rejects_other_words():
+    with pytest.raises(ImproperlyConfigured, match=r"X='maybe' is not a boolean"):
+        Env({"X": "maybe"}).boolean("X", False)
+
+
+def test_integer():
+    assert Env({"X": "42"}).integer("X", 1) == 42
+    assert Env({}).integer("X", 7) == 7
+    with pytest.raises(ImproperlyConfigured, match="X='4x' is not an integer"):
+        Env({"X": "4x"}).integer("X", 1)
+    with pytest.raises(ImproperlyConfigured, match="at least 1"):
+        Env({"X": "0"}).integer("X", 5, minimum=1)
+
+
+def test_csv_drops_blanks():
+    assert Env({"X": " a, b ,,c "}).csv("X") == ["a", "b", "c"]
+    assert Env({}).csv("X", "d,e") == ["d", "e"]
+
+
+def test_choice_and_log_level():
+    assert Env({"X": "Memory"}).choice("X", "redis", ("redis", "memory")) == "memory"
+    with pytest.raises(ImproperlyConfigured, match="'kafka' is not one of redis, memory"):
+        Env({"X": "kafka"}).choice("X", "redis", ("redis", "memory"))
+    assert Env({"L": "debug"}).log_level("L") == "DEBUG"
+    assert Env({}).log_level("L") == "INFO"
+    with pytest.raises(ImproperlyConfigured, match="L='LOUD'"):
+        Env({"L": "loud"}).log_level("L")
+
+
+# Redis URLs and channel layers
+
+
+def test_redis_url_default():
+    assert Env({}).redis_url() == "redis://127.0.0.1:6379/0"
+
+
+def test_redis_url_from_parts_quotes_the_password():
+    env = Env(
+        {
+            "REDIS_HOST": "redis.internal",
+            "REDIS_PORT": "6380",
+            "REDIS_DB": "2",
+            "REDIS_PASSWORD": "p@ss:w/rd",
+        }
+    )
+    assert env.redis_url() == "redis://:p%40ss%3Aw%2Frd@redis.internal:6380/2"
+
+
+def test_redis_url_from_parts_brackets_ipv6():
+    assert Env({"REDIS_HOST": "::1"}).redis_url() == "redis://[::1]:6379/0"
+
+
+def test_redis_url_wins_over_parts():
+    url = "rediss://:secret@cache.example.org:6380/1"
+    assert Env({"REDIS_URL": url, "REDIS_HOST": "ignored"}).redis_url() == url
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://127.0.0.1:6379/0", "scheme"),
+        ("redis://:pw@/0", "no host"),
+        ("redis://127.0.0.1:port/0", "port"),
+        ("redis://127.0.0.1:6379/zero", "database number"),
+    ],
+)
+def test_bad_redis_urls(url, problem):
+    with pytest.raises(ImproperlyConfigured, match=problem):
+        check_redis_url(url)
+
+
+def test_bad_redis_port():
+    with pytest.raises(ImproperlyConfigured, match="REDIS_PORT='abc' is not an integer"):
+        Env({"REDIS_PORT": "abc"}).redis_url()
+
+
+def test_redis_layer():
+    url = "rediss://:s%40cret@cache.example.org:6380/1"
+    assert channel_layers("redis", url, group_expiry=600, capacity=50)["default"] == {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": compat.channel_layer_hosts(url), "group_expiry": 600, "capacity": 50},
+    }
+
+
+@modern_only
+def test_pubsub_layer():
+    assert channel_layers("redis-pubsub", "redis://h:1/0", 600, 50)["default"] == {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": ["redis://h:1/0"]},
+    }
+
+
+def test_memory_layer():
+    assert channel_layers("memory", "redis://h:1/0", 600, 50)["default"] == {
+        "BACKEND": "channels.layers.InMemoryChannelLayer",
+        "CONFIG": {"group_expiry": 600, "capacity": 50},
+    }
+
+
+# Databases
+
+
+@pytest.mark.parametrize("url", ["sqlite:///var/lib/db.sqlite3", "sqlite:////var/lib/db.sqlite3"])
+def test_sqlite_url(url):
+    assert database_from_url(url) == {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": "/var/lib/db.sqlite3",
+    }
+
+
+def test_postgres_url():
+    assert database_from_url("postgres://dev%40ops:p%2Fw@db.internal:5433/deploy") == {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "deploy",
+        "USER": "dev@ops",
+        "PASSWORD": "p/w",
+        "HOST": "db.internal",
+        "PORT": "5433",
+    }
+    assert database_from_url("postgresql://db.internal/deploy")["PORT"] == ""
+
+
+@pytest.mark.parametrize(
+    "url, error",
+    [
+        ("sqlite://relative/db.sqlite3", "absolute path"),
+        ("sqlite:db.sqlite3", "absolute path"),
+        ("sqlite:///", "absolute path"),
+        ("postgres://user:pw@db.internal:port/deploy", "port is not a number"),
+        ("postgres://user:pw@db.internal:5432/", "postgres://user:password@host:port/name"),
+        ("mysql://db/deploy", "not supported"),
+    ],
+)
+def test_bad_database_urls(url, error):
+    with pytest.raises(ImproperlyConfigured, match=error) as excinfo:
+        database_from_url(url)
+    assert ":pw@" not in str(excinfo.value)
+
+
+# The settings module
+
+
+def test_production_defaults(monkeypatch, tmp_path):
+    settings = load_settings(monkeypatch, DJANGO_DATA_DIR=str(tmp_path), **PRODUCTION_ENV)
+    assert settings["DEBUG"] is False
+    assert settings["SECURE_SSL_REDIRECT"] is True
+    assert settings["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
+    assert settings["SECURE_HSTS_SECONDS"] == 31536000
+    assert settings["SESSION_COOKIE_SECURE"] and settings["CSRF_COOKIE_SECURE"]
+    assert settings["SECURE_REDIRECT_EXEMPT"] == [r"^healthz$", r"^readyz$"]
+    assert settings["X_FRAME_OPTIONS"] == "DENY"
+    assert settings["DATABASES"]["default"]["NAME"] == str(tmp_path / "db.sqlite3")
+    assert settings["CSRF_TRUSTED_ORIGINS"] == compat.csrf_trusted_origins(
+        ["https://deploy.example.org"]
+    )
+    assert settings["DEPLOY_PUSH_TOKEN"] == ""
+    assert settings["DEPLOY_MAX_MESSAGE_BYTES"] == 65536
+    assert settings["LOGGING"]["root"]["level"] == "INFO"
+    layer = settings["CHANNEL_LAYERS"]["default"]
+    assert layer["CONFIG"] == {
+        "hosts": compat.channel_layer_hosts("redis://:pw@127.0.0.1:6379/0"),
+        "group_expiry": 86400,
+        "capacity": 100,
+    }
+
+
+def test_plain_http_deployment(monkeypatch):
+    settings = load_settings(monkeypatch, DJANGO_HTTPS="false", **PRODUCTION_ENV)
+    assert settings["SECURE_SSL_REDIRECT"] is False
+    assert settings["SECURE_HSTS_SECONDS"] == 0
+    assert not settings["SESSION_COOKIE_SECURE"] and not settings["CSRF_COOKIE_SECURE"]
+    assert "SECURE_PROXY_SSL_HEADER" not in settings
+
+
+def test_debug_runs_without_secret_key(monkeypatch):
+    settings = load_settings(monkeypatch, DJANGO_DEBUG="true")
+    assert settings["DEBUG"] is True
+    assert settings["SECRET_KEY"]
+
+
+@pytest.mark.parametrize(
+    "env, error",
+    [
+        ({}, "DJANGO_SECRET_KEY is required"),
+        ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG='maybe' is not a boolean"),
+        ({"DJANGO_HTTPS": "sometimes"}, "DJANGO_HTTPS='sometimes'"),
+        ({"DJANGO_ALLOWED_HOSTS": " , "}, "DJANGO_ALLOWED_HOSTS must name"),
+        ({"REDIS_PORT": "six"}, "REDIS_PORT='six' is not an integer"),
+        ({"REDIS_URL": "tcp://x:1"}, "REDIS_URL is invalid"),
+        ({"CHANNEL_LAYER": "rabbit"}, "CHANNEL_LAYER='rabbit' is not one of"),
+        ({"CHANNELS_CAPACITY": "0"}, "CHANNELS_CAPACITY='0' must be at least 1"),
+        ({"CHANNELS_GROUP_EXPIRY": "1d"}, "CHANNELS_GROUP_EXPIRY='1d' is not an integer"),
+        ({"DEPLOY_MAX_MESSAGE_BYTES": "big"}, "DEPLOY_MAX_MESSAGE_BYTES='big'"),
+        ({"DJANGO_HSTS_SECONDS": "-1"}, "DJANGO_HSTS_SECONDS='-1' must be at least 0"),
+        ({"DJANGO_LOG_LEVEL": "chatty"}, "DJANGO_LOG_LEVEL='CHATTY' is not one of"),
+        ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL scheme 'mysql'"),
+    ],
+)
+def test_bad_environment_is_refused(monkeypatch, env, error):
+    if env:
+        env = {"DJANGO_SECRET_KEY": "k", **env}
+    with pytest.raises(ImproperlyConfigured, match=error):
+        load_settings(monkeypatch, **env)
+
+
+def test_process_with_bad_environment_refuses_to_start():
+    result = manage("check", env={"DJANGO_DEBUG": "maybe"})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DJANGO_DEBUG='maybe' is not a boolean" in result.stderr
+
+
+@modern_only
+def test_check_deploy_is_clean_with_https(tmp_path):
+    env = {**PRODUCTION_ENV, "DJANGO_HTTPS": "true", "DJANGO_DATA_DIR": str(tmp_path)}
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout

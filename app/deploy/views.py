@@ -1,0 +1,100 @@
+"""HTTP views: the page, the health probes and the push endpoint."""
+
+import json
+import logging
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+from django.utils.crypto import constant_time_compare
+from django.views.decorators.csrf import csrf_exempt
+
+from deploy import health
+from deploy.protocol import InvalidInput, MessageTooLarge, validate_service
+from deploy.push import send_channel_msg
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SERVICE = "tasks"
+
+
+def index(request):
+    return render(request, "deploy/index.html", {"service": DEFAULT_SERVICE})
+
+
+def service_page(request, service):
+    try:
+        validate_service(service)
+    except InvalidInput as exc:
+        raise Http404(str(exc)) from None
+    return render(request, "deploy/index.html", {"service": service})
+
+
+def healthz(request):
+    """Liveness: the process answers. Touches neither the database nor the channel layer."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request):
+    """Readiness: 200 when the database and the channel layer work, else 503."""
+    ok, checks = health.run_checks()
+    return JsonResponse(
+        {"status": "ok" if ok else "error", "checks": checks}, status=200 if ok else 503
+    )
+
+
+def error(status, message):
+    return JsonResponse({"error": message}, status=status)
+
+
+@csrf_exempt
+def push(request, service):
+    """``POST /api/push/<service>/`` with ``Authorization: Bearer <DEPLOY_PUSH_TOKEN>``.
+
+    The body is JSON ``{"message": "..."}`` or, as ``text/plain``, the message itself.
+    Answers 202 once the message is handed to the channel layer.
+    """
+    token = settings.DEPLOY_PUSH_TOKEN
+    if not token:
+        return error(404, "the push endpoint is off: DEPLOY_PUSH_TOKEN is not set")
+    if request.method != "POST":
+        response = error(405, "use POST")
+        response["Allow"] = "POST"
+        return response
+    scheme, _, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "bearer" or not constant_time_compare(given.strip(), token):
+        response = error(401, "missing or wrong bearer token")
+        response["WWW-Authenticate"] = 'Bearer realm="push"'
+        return response
+    try:
+        send_channel_msg(service, read_message(request))
+    except MessageTooLarge as exc:
+        return error(413, str(exc))
+    except InvalidInput as exc:
+        return error(400, str(exc))
+    except RequestDataTooBig:
+        return error(413, "request body too large")
+    except Exception as exc:
+        logger.warning("push to %s failed: %s: %s", service, type(exc).__name__, exc)
+        return error(503, "channel layer unavailable")
+    logger.info("pushed a message to %s over HTTP", service)
+    return JsonResponse({"status": "pushed", "service": service}, status=202)
+
+
+def read_message(request):
+    """The message of a push request body; raises ``InvalidInput`` for a bad body."""
+    if request.content_type == "application/json":
+        try:
+            body = json.loads(request.body.decode("utf-8"))
+        except ValueError:
+            raise InvalidInput("body is not valid JSON") from None
+        if not isinstance(body, dict) or "message" not in body:
+            raise InvalidInput('JSON body must be an object like {"message": "..."}')
+        return body["message"]
+    if request.content_type == "text/plain":
+        try:
+            return request.body.decode(request.encoding or "utf-8").rstrip("\n")
+        except (LookupError, UnicodeDecodeError):
+            raise InvalidInput("body is not text in its declared charset") from None
+    raise InvalidInput("send application/json or text/plain")

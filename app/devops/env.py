@@ -1,0 +1,185 @@
+"""Read and validate the environment variables of ``devops.settings``.
+
+Every bad value raises ``ImproperlyConfigured`` naming the variable and what was expected, so a
+process with a broken environment refuses to start with one clear line instead of misbehaving.
+"""
+
+from urllib.parse import quote, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+from deploy import compat
+
+TRUE_WORDS = ("true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CHANNEL_LAYER_KINDS = ("redis", "redis-pubsub", "memory")
+
+
+class Env:
+    """Typed access to an environment mapping (``os.environ`` in settings, a dict in tests)."""
+
+    def __init__(self, environ):
+        self.environ = environ
+
+    def string(self, name, default=""):
+        return self.environ.get(name, default)
+
+    def boolean(self, name, default):
+        raw = self.environ.get(name)
+        if raw is None:
+            return default
+        word = raw.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        expected = "/".join(TRUE_WORDS + FALSE_WORDS)
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean; use one of {expected}")
+
+    def integer(self, name, default, minimum=0):
+        raw = self.environ.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+        if value < minimum:
+            raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}")
+        return value
+
+    def csv(self, name, default=""):
+        """A comma separated list; blanks around items and empty items are dropped."""
+        raw = self.environ.get(name, default)
+        return [item.strip() for item in raw.split(",") if item.strip()]
+
+    def choice(self, name, default, choices, normalize=str.lower):
+        value = normalize(self.environ.get(name, default).strip())
+        if value not in choices:
+            raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def log_level(self, name, default="INFO"):
+        return self.choice(name, default, LOG_LEVELS, normalize=str.upper)
+
+    def redis_url(self):
+        """``REDIS_URL`` if set (validated), else a URL built from ``REDIS_HOST`` and friends."""
+        url = self.environ.get("REDIS_URL", "").strip()
+        if url:
+            check_redis_url(url)
+            return url
+        host = self.string("REDIS_HOST", "127.0.0.1").strip()
+        port = self.integer("REDIS_PORT", 6379, minimum=1)
+        db = self.integer("REDIS_DB", 0)
+        password = self.string("REDIS_PASSWORD")
+        auth = f":{quote(password, safe='')}@" if password else ""
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address
+        return f"redis://{auth}{host}:{port}/{db}"
+
+
+def check_redis_url(url):
+    """Raise ``ImproperlyConfigured`` unless ``url`` is a usable ``redis://``/``rediss://`` URL."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - parsing the port validates it
+        port_ok = True
+    except ValueError:
+        port_ok = False
+    db = parts.path.lstrip("/")
+    if parts.scheme not in ("redis", "rediss"):
+        problem = "the scheme must be redis:// or rediss://"
+    elif not parts.hostname:
+        problem = "it names no host"
+    elif not port_ok:
+        problem = "the port is not a number"
+    elif db and not db.isdigit():
+        problem = "the path must be the database number"
+    else:
+        return
+    raise ImproperlyConfigured(f"REDIS_URL is invalid: {problem}")
+
+
+def database_from_url(url):
+    """Turn ``DATABASE_URL`` into a ``DATABASES['default']`` dict.
+
+    Accepts ``sqlite:///abs/path`` and ``postgres://user:password@host:port/name``
+    (``postgresql://`` too); user and password may be percent-encoded.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        # sqlite:///abs/path, also written sqlite:////abs/path.
+        path = url[len("sqlite:///") :].lstrip("/")
+        if not url.startswith("sqlite:///") or not path:
+            raise ImproperlyConfigured(
+                f"DATABASE_URL={url!r}: a SQLite URL needs an absolute path, sqlite:///abs/path"
+            )
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": "/" + path}
+    if parts.scheme in ("postgres", "postgresql"):
+        # The messages leave the URL out: it holds the password.
+        try:
+            port = parts.port
+        except ValueError:
+            raise ImproperlyConfigured(
+                "DATABASE_URL is invalid: the port is not a number"
+            ) from None
+        name = unquote(parts.path.lstrip("/"))
+        if not (parts.hostname and name):
+            raise ImproperlyConfigured(
+                "DATABASE_URL is invalid: use postgres://user:password@host:port/name"
+            )
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": name,
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname,
+            "PORT": str(port or ""),
+        }
+    raise ImproperlyConfigured(
+        f"DATABASE_URL scheme {parts.scheme!r} is not supported; use sqlite:/// or postgres://"
+    )
+
+
+def channel_layers(kind, redis_url, group_expiry, capacity):
+    """Build ``CHANNEL_LAYERS`` for ``CHANNEL_LAYER`` = redis, redis-pubsub or memory."""
+    if kind == "memory":
+        config = {"group_expiry": group_expiry, "capacity": capacity}
+        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": config}}
+    hosts = compat.channel_layer_hosts(redis_url)
+    if kind == "redis-pubsub":
+        if not compat.has_redis_pubsub_layer():
+            raise ImproperlyConfigured(
+                "CHANNEL_LAYER=redis-pubsub needs channels-redis >= 3.3; use CHANNEL_LAYER=redis"
+            )
+        # The pub/sub layer keeps no queues and no group expiry: only the hosts apply.
+        return {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": hosts},
+            }
+        }
+    config = {"hosts": hosts, "group_expiry": group_expiry, "capacity": capacity}
+    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}}
+
+
+def logging_config(level):
+    """Everything to stderr at ``level``, one line per record."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "line": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "line",
+            },
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        # Django's default config gives "django" its own console handler; hand it to the root.
+        "loggers": {"django": {"handlers": [], "level": level, "propagate": True}},
+    }

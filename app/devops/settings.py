@@ -1,0 +1,103 @@
+"""Settings of the devops project, read from the environment.
+
+docs/architecture.md lists every variable with its default. Bad values raise
+``ImproperlyConfigured`` (see ``devops.env``). The defaults are the production ones: a
+deployment served over plain HTTP must say ``DJANGO_HTTPS=false``.
+"""
+
+import os
+import os.path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from deploy import compat
+from devops.env import CHANNEL_LAYER_KINDS, Env, channel_layers, database_from_url, logging_config
+
+env = Env(os.environ)
+
+BASE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+DEBUG = env.boolean("DJANGO_DEBUG", False)
+
+SECRET_KEY = env.string("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required unless DJANGO_DEBUG=true")
+    SECRET_KEY = "django-insecure-development-key-only-used-with-DJANGO_DEBUG"
+
+ALLOWED_HOSTS = env.csv("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+if not ALLOWED_HOSTS and not DEBUG:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must name at least one host")
+CSRF_TRUSTED_ORIGINS = compat.csrf_trusted_origins(env.csv("DJANGO_CSRF_TRUSTED_ORIGINS"))
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "channels",
+    "deploy",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "devops.urls"
+WSGI_APPLICATION = "devops.wsgi.application"
+ASGI_APPLICATION = "devops.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+    },
+]
+
+DATA_DIR = os.path.abspath(env.string("DJANGO_DATA_DIR", os.path.join(BASE_DIR, "var")))
+DEFAULT_DATABASE_URL = "sqlite://" + os.path.join(DATA_DIR, "db.sqlite3")
+DATABASES = {"default": database_from_url(env.string("DATABASE_URL", DEFAULT_DATABASE_URL))}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = env.string("STATIC_ROOT", os.path.join(BASE_DIR, "static"))
+
+# Security. DJANGO_HTTPS=true (the default) means TLS ends at nginx, which sets
+# X-Forwarded-Proto; `manage.py check --deploy` is then clean.
+HTTPS = env.boolean("DJANGO_HTTPS", True)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = HTTPS
+# Health probes reach the app over plain HTTP from the host itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env.boolean("DJANGO_HSTS_PRELOAD", True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+X_FRAME_OPTIONS = "DENY"
+
+# Channels.
+CHANNEL_LAYERS = channel_layers(
+    env.choice("CHANNEL_LAYER", "redis", CHANNEL_LAYER_KINDS),
+    env.redis_url(),
+    group_expiry=env.integer("CHANNELS_GROUP_EXPIRY", 86400, minimum=1),
+    capacity=env.integer("CHANNELS_CAPACITY", 100, minimum=1),
+)
+
+# The deploy app.
+DEPLOY_PUSH_TOKEN = env.string("DEPLOY_PUSH_TOKEN").strip()
+DEPLOY_MAX_MESSAGE_BYTES = env.integer("DEPLOY_MAX_MESSAGE_BYTES", 65536, minimum=1)
+
+LOGGING = logging_config(env.log_level("DJANGO_LOG_LEVEL"))

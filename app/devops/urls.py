@@ -1,0 +1,18 @@
+"""HTTP routes; the websocket routes are in ``devops.routing``."""
+
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
+
+from deploy import views
+from deploy.compat import re_path
+
+# The service-name patterns are permissive on purpose: the views validate the name and say why.
+urlpatterns = [
+    re_path(r"^$", views.index, name="index"),
+    re_path(r"^deploy/(?P<service>[^/]+)/$", views.service_page, name="service"),
+    re_path(r"^api/push/(?P<service>[^/]+)/$", views.push, name="push"),
+    re_path(r"^healthz$", views.healthz, name="healthz"),
+    re_path(r"^readyz$", views.readyz, name="readyz"),
+]
+
+# With DJANGO_DEBUG=true, serve static files from the apps (nginx serves STATIC_ROOT otherwise).
+urlpatterns += staticfiles_urlpatterns()

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""A dependency-free websocket probe for smoke checks and tests on deployed hosts.
+
+    wsprobe.py roundtrip URL [--timeout S]          send a unique message, expect it back (exit 0)
+    wsprobe.py listen URL --count N [--timeout S]   print N received frames as JSON lines
+    wsprobe.py send URL MESSAGE                     send one message and wait for its echo
+
+URL is ws://host[:port]/path (TLS via wss:// with the system CAs, or --insecure; --unix PATH talks
+to a unix socket, such as one daphne process's, instead of TCP). Standard library only, so it runs with any host's /usr/bin/python3.
+"""
+import argparse
+import base64
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+import time
+import uuid
+from urllib.parse import urlsplit
+
+
+class Closed(Exception):
+    """The server closed the connection (args: close code, reason)."""
+
+
+class WebSocket:
+    def __init__(self, url, timeout, origin=None, insecure=False, unix=None):
+        parts = urlsplit(url)
+        secure = parts.scheme == "wss"
+        port = parts.port or (443 if secure else 80)
+        self.deadline = time.monotonic() + timeout
+        if unix:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(unix)
+        else:
+            sock = socket.create_connection((parts.hostname, port), timeout=timeout)
+        if secure:
+            context = ssl.create_default_context()
+            if insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(sock, server_hostname=parts.hostname)
+        self.sock = sock
+        self.buffer = b""
+        key = base64.b64encode(os.urandom(16)).decode()
+        host = parts.netloc.rsplit("@", 1)[-1]
+        origin = origin or "%s://%s" % ("https" if secure else "http", host)
+        request = (
+            "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nOrigin: %s\r\n\r\n"
+            % (parts.path or "/", host, key, origin)
+        )
+        sock.sendall(request.encode())
+        head = self._read_until(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status + b" ":
+            raise Closed(None, "handshake refused: %s" % status.decode(errors="replace"))
+
+    def _recv(self):
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("deadline reached")
+        self.sock.settimeout(remaining)
+        data = self.sock.recv(65536)
+        if not data:
+            raise Closed(None, "connection closed without a close frame")
+        self.buffer += data
+
+    def _read_until(self, marker):
+        while marker not in self.buffer:
+            self._recv()
+        head, self.buffer = self.buffer.split(marker, 1)
+        return head
+
+    def _read_exact(self, size):
+        while len(self.buffer) < size:
+            self._recv()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def send_text(self, text, opcode=0x1):
+        payload = text.encode() if isinstance(text, str) else text
+        header = bytes([0x80 | opcode])
+        size = len(payload)
+        if size < 126:
+            header += bytes([0x80 | size])
+        elif size < 65536:
+            header += bytes([0x80 | 126]) + struct.pack("!H", size)
+        else:
+            header += bytes([0x80 | 127]) + struct.pack("!Q", size)
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def recv_text(self):
+        """Return the next text frame; answer pings; raise Closed on a close frame."""
+        while True:
+            first, second = self._read_exact(2)
+            opcode, size = first & 0x0F, second & 0x7F
+            if size == 126:
+                size = struct.unpack("!H", self._read_exact(2))[0]
+            elif size == 127:
+                size = struct.unpack("!Q", self._read_exact(8))[0]
+            payload = self._read_exact(size)
+            if opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                raise Closed(code, payload[2:].decode(errors="replace"))
+            if opcode == 0x9:
+                self.send_text(payload, opcode=0xA)
+            elif opcode == 0x1:
+                return payload.decode()
+
+    def close(self):
+        try:
+            self.send_text(struct.pack("!H", 1000), opcode=0x8)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def wait_for(ws, message):
+    """Read frames until the one carrying `message`; return it as a dict."""
+    while True:
+        frame = json.loads(ws.recv_text())
+        if frame.get("message") == message:
+            return frame
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["roundtrip", "listen", "send"])
+    parser.add_argument("url")
+    parser.add_argument("message", nargs="?")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--origin")
+    parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--unix", metavar="PATH", help="connect to this unix socket (a daphne's) instead of TCP")
+    parser.add_argument("--ready-file", help="listen: create this file once connected")
+    args = parser.parse_args(argv)
+    try:
+        ws = WebSocket(args.url, args.timeout, args.origin, args.insecure, args.unix)
+        if args.command == "listen":
+            if args.ready_file:
+                open(args.ready_file, "w").close()
+            for _ in range(args.count):
+                print(ws.recv_text(), flush=True)
+        else:
+            message = args.message or "probe-%s" % uuid.uuid4().hex
+            started = time.monotonic()
+            ws.send_text(json.dumps({"message": message}))
+            frame = wait_for(ws, message)
+            frame["roundtrip_ms"] = round((time.monotonic() - started) * 1000, 1)
+            print(json.dumps(frame), flush=True)
+        ws.close()
+    except Closed as exc:
+        print(json.dumps({"closed": exc.args[0], "reason": exc.args[1]}), flush=True)
+        return 3
+    except (OSError, ValueError) as exc:
+        print(json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)}), flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
