@@ -8,6 +8,10 @@ import subprocess
 
 import pytest
 
+pytestmark = pytest.mark.skipif(
+    os.environ.get("MOLECULE_SCENARIO_NAME", "default") != "default", reason="runs once, in the default scenario"
+)
+
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 

@@ -1,4 +1,5 @@
 """The deployed stack, checked from inside each host: packages, users, modes, processes, end to end."""
+import os
 import re
 import time
 
@@ -13,15 +14,21 @@ def test_debian_packages_are_installed(host, package):
     assert host.package(package).is_installed
 
 
-def test_the_venv_has_the_modern_profile(host):
+PROFILE_VERSIONS = {
+    # scenario: (Django, channels, daphne) version prefixes
+    "default": ("5.2.", "4.", "4."),
+    "legacy": ("1.11.29", "2.1.4", "2.2."),
+}
+
+
+def test_the_venv_has_the_profile_of_the_scenario(host):
     versions = host.check_output(
         APP_ROOT + "/current/venv/bin/python -c "
-        "'import django, channels, daphne, channels_redis; "
-        "print(django.__version__, channels.__version__, daphne.__version__)'"
+        "'import django, channels, daphne; "
+        "print(django.get_version(), channels.__version__, daphne.__version__)'"
     ).split()
-    assert versions[0].startswith("5.2.")
-    assert versions[1].startswith("4.")
-    assert versions[2].startswith("4.")
+    expected = PROFILE_VERSIONS[os.environ.get("MOLECULE_SCENARIO_NAME", "default")]
+    assert all(v.startswith(e) for v, e in zip(versions, expected)), versions
 
 
 def test_app_user_cannot_log_in(host):
@@ -177,3 +184,40 @@ def test_manage_push_rejects_a_bad_service_name(host):
     out = host.run("devops-manage push 'bad name!' hello")
     assert out.rc == 2
     assert re.search(r"service", out.stderr + out.stdout, re.I)
+
+
+def test_twenty_rounds_of_clients_keep_receiving_pushes(host, service):
+    """Clients that come and go must not starve later ones (the channels-redis 2.3 lock defect)."""
+    url = WS.format(service=service)
+    script = f"""
+set -e
+cd /tmp
+for round in $(seq 20); do
+  for c in a b c; do
+    rm -f {service}.$c.ready
+    /usr/local/bin/wsprobe listen {url} --count 1 --timeout 15 --ready-file {service}.$c.ready > {service}.$round.$c.out &
+  done
+  for i in $(seq 150); do [ -e {service}.a.ready ] && [ -e {service}.b.ready ] && [ -e {service}.c.ready ] && break; sleep 0.1; done
+  devops-manage push {service} round-$round
+  wait
+done
+cat {service}.*.out
+"""
+    received = [f["message"] for f in frames(host.check_output("bash -c %s", script))]
+    assert sorted(received) == sorted(f"round-{r}" for r in range(1, 21) for _ in "abc")
+
+
+def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, service):
+    """With Redis down, group_add raises in connect(): the client must be turned away at once, and the
+    error logged (the CancelledError defect of the legacy pins left it hanging with nothing logged)."""
+    host.check_output("systemctl stop redis-server")
+    try:
+        started = time.monotonic()
+        out = host.run("/usr/local/bin/wsprobe roundtrip %s --timeout 20", WS.format(service=service))
+        elapsed = time.monotonic() - started
+    finally:
+        host.check_output("systemctl start redis-server")
+    assert out.rc != 0, out.stdout
+    assert elapsed < 10, f"rejection took {elapsed:.1f}s"
+    logs = host.check_output("tail -n 400 /var/log/devops/daphne-*.log")
+    assert re.search(r"(?i)(connection refused|connectionerror|error -?\d+ connecting|ConnectionRefused)", logs), logs[-2000:]
