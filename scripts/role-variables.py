@@ -6,6 +6,7 @@
 Each variable's description is the comment block above it, so the README table and the defaults
 cannot drift apart: regenerate the table after changing a default.
 """
+
 import re
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def rows(defaults):
         name, value = match.groups()
         if value in ("", ">-", "|"):
             block = []
-            for follow in lines[index + 1:]:
+            for follow in lines[index + 1 :]:
                 if follow and not follow.startswith(" "):
                     break
                 block.append(follow.strip())

@@ -6,8 +6,10 @@
     wsprobe.py send URL MESSAGE                     send one message and wait for its echo
 
 URL is ws://host[:port]/path (TLS via wss:// with the system CAs, or --insecure; --unix PATH talks
-to a unix socket, such as one daphne process's, instead of TCP). Standard library only, so it runs with any host's /usr/bin/python3.
+to a unix socket, such as one daphne process's, instead of TCP). Standard library only, so it runs
+with any host's /usr/bin/python3.
 """
+
 import argparse
 import base64
 import json
@@ -47,17 +49,18 @@ class WebSocket:
         self.buffer = b""
         key = base64.b64encode(os.urandom(16)).decode()
         host = parts.netloc.rsplit("@", 1)[-1]
-        origin = origin or "%s://%s" % ("https" if secure else "http", host)
+        origin = origin or "{}://{}".format("https" if secure else "http", host)
         request = (
-            "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nOrigin: %s\r\n\r\n"
-            % (parts.path or "/", host, key, origin)
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nOrigin: {}\r\n\r\n".format(
+                parts.path or "/", host, key, origin
+            )
         )
         sock.sendall(request.encode())
         head = self._read_until(b"\r\n\r\n")
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status + b" ":
-            raise Closed(None, "handshake refused: %s" % status.decode(errors="replace"))
+            raise Closed(None, "handshake refused: {}".format(status.decode(errors="replace")))
 
     def _recv(self):
         remaining = self.deadline - time.monotonic()
@@ -149,7 +152,7 @@ def main(argv=None):
             for _ in range(args.count):
                 print(ws.recv_text(), flush=True)
         else:
-            message = args.message or "probe-%s" % uuid.uuid4().hex
+            message = args.message or f"probe-{uuid.uuid4().hex}"
             started = time.monotonic()
             ws.send_text(json.dumps({"message": message}))
             frame = wait_for(ws, message)
@@ -160,7 +163,7 @@ def main(argv=None):
         print(json.dumps({"closed": exc.args[0], "reason": exc.args[1]}), flush=True)
         return 3
     except (OSError, ValueError) as exc:
-        print(json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)}), flush=True)
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
     return 0
 

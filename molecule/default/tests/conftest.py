@@ -1,4 +1,5 @@
 """Shared helpers for the stack's testinfra checks (they run inside each converged host)."""
+
 import json
 import uuid
 

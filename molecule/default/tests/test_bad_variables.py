@@ -2,6 +2,7 @@
 
 Runs ansible-playbook from the controller against molecule's inventory (one host is enough).
 """
+
 import os
 import re
 import subprocess
@@ -28,9 +29,21 @@ PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirn
 def test_invalid_value_fails_before_any_change(extra_vars, message):
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     result = subprocess.run(
-        ["ansible-playbook", "-i", inventory, "--limit", "devops-molecule-bookworm",
-         os.path.join(PROJECT, "playbooks", "site.yml"), "-e", extra_vars],
-        capture_output=True, text=True, timeout=600, cwd=PROJECT,
+        [
+            "ansible-playbook",
+            "-i",
+            inventory,
+            "--limit",
+            "devops-molecule-bookworm",
+            os.path.join(PROJECT, "playbooks", "site.yml"),
+            "-e",
+            extra_vars,
+        ],
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=PROJECT,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output

@@ -2,6 +2,7 @@
 
 Selected by the legacy scenario (molecule/legacy) through MOLECULE_SCENARIO_NAME.
 """
+
 import os
 
 import pytest

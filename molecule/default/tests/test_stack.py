@@ -1,4 +1,5 @@
 """The deployed stack, checked from inside each host: packages, users, modes, processes, end to end."""
+
 import os
 import re
 import time
@@ -6,8 +7,8 @@ import time
 import pytest
 from conftest import APP_ROOT, ENV_FILE, RUN_DIR, WS, frames, http_get, uwsgi_requests
 
-
 # --- packages and files -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("package", ["redis-server", "nginx", "supervisor", "python3-venv"])
 def test_debian_packages_are_installed(host, package):
@@ -67,6 +68,7 @@ def test_www_data_can_reach_the_sockets(host):
 
 # --- redis ---------------------------------------------------------------------------------------------
 
+
 def test_redis_refuses_commands_without_the_password(host):
     out = host.run("redis-cli -h 127.0.0.1 ping")
     assert "NOAUTH" in out.stdout + out.stderr
@@ -84,6 +86,7 @@ def test_redis_listens_on_loopback_only(host):
 
 
 # --- processes -----------------------------------------------------------------------------------------
+
 
 def test_every_daphne_and_uwsgi_process_is_running(host, daphne_count):
     status = host.check_output("supervisorctl status")
@@ -107,10 +110,11 @@ def test_services_are_enabled(host):
 
 # --- end to end through nginx ------------------------------------------------------------------------
 
+
 def test_index_is_answered_by_uwsgi(host):
     before = uwsgi_requests(host)
     status, headers, body = http_get(host, "/")
-    assert status == 200 and "/ws/deploy/" in body
+    assert status == 200 and "/static/deploy/deploy.js" in body
     assert "nginx/" not in headers.get("Server", "")
     assert uwsgi_requests(host) > before
 
@@ -195,9 +199,13 @@ cd /tmp
 for round in $(seq 20); do
   for c in a b c; do
     rm -f {service}.$c.ready
-    /usr/local/bin/wsprobe listen {url} --count 1 --timeout 15 --ready-file {service}.$c.ready > {service}.$round.$c.out &
+    /usr/local/bin/wsprobe listen {url} --count 1 --timeout 15 --ready-file {service}.$c.ready \
+      > {service}.$round.$c.out &
   done
-  for i in $(seq 150); do [ -e {service}.a.ready ] && [ -e {service}.b.ready ] && [ -e {service}.c.ready ] && break; sleep 0.1; done
+  for i in $(seq 150); do
+    [ -e {service}.a.ready ] && [ -e {service}.b.ready ] && [ -e {service}.c.ready ] && break
+    sleep 0.1
+  done
   devops-manage push {service} round-$round
   wait
 done
@@ -220,4 +228,6 @@ def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, service):
     assert out.rc != 0, out.stdout
     assert elapsed < 10, f"rejection took {elapsed:.1f}s"
     logs = host.check_output("tail -n 400 /var/log/devops/daphne-*.log")
-    assert re.search(r"(?i)(connection refused|connectionerror|error -?\d+ connecting|ConnectionRefused)", logs), logs[-2000:]
+    assert re.search(r"(?i)(connection refused|connectionerror|error -?\d+ connecting|ConnectionRefused)", logs), logs[
+        -2000:
+    ]

@@ -1,0 +1,84 @@
+"""deploy.yml and rollback against a converged host: a changed release goes live without a restart of uwsgi's
+master (chain reload) and with daphne restarted one process at a time; rollback brings the old one back.
+
+Runs ansible-playbook from the controller against molecule's inventory, on one host of the default scenario.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+import testinfra
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("MOLECULE_SCENARIO_NAME", "default") != "default", reason="runs once, in the default scenario"
+)
+
+PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+HOST = "devops-molecule-bookworm"
+
+
+def playbook(*extra):
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            "--limit",
+            HOST,
+            os.path.join(PROJECT, "playbooks", "deploy.yml"),
+            *extra,
+        ],
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=PROJECT,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def index(host):
+    script = (
+        "import http.client; c = http.client.HTTPConnection('127.0.0.1', 80, timeout=10); "
+        "c.request('GET', '/', headers={'Host': 'localhost'}); r = c.getresponse(); "
+        "print(r.status); print(r.read().decode())"
+    )
+    status, _, body = host.check_output("python3 -c %s", script).partition("\n")
+    assert status == "200"
+    return body
+
+
+def wait_for_index(host, present, marker, seconds=60):
+    """uwsgi's master notices the touched reload file on its next cycle, then replaces workers one by one."""
+    deadline = time.monotonic() + seconds
+    while (marker in index(host)) != present:
+        assert time.monotonic() < deadline, f"marker {'not ' if present else ''}served after {seconds}s"
+        time.sleep(1)
+
+
+def test_deploy_then_rollback(tmp_path):
+    host = testinfra.get_host(f"ansible://{HOST}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+    marker = f"release-marker-{uuid.uuid4().hex[:8]}"
+    source = tmp_path / "app"
+    shutil.copytree(os.path.join(PROJECT, "app"), source, ignore=shutil.ignore_patterns("__pycache__", "var"))
+    template = source / "deploy" / "templates" / "deploy" / "index.html"
+    template.write_text(template.read_text() + f"\n<!-- {marker} -->\n")
+
+    before = host.check_output("readlink /srv/devops/current")
+    uwsgi_master = host.check_output("supervisorctl pid uwsgi")
+    playbook("-e", "app_source_type=dir", "-e", f"app_source_dir={source}")
+    after = host.check_output("readlink /srv/devops/current")
+    assert after != before
+    wait_for_index(host, True, marker)
+    assert host.check_output("supervisorctl pid uwsgi") == uwsgi_master, "uwsgi was restarted, not chain-reloaded"
+    assert host.run("/usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/after-deploy/").rc == 0
+
+    output = playbook("-e", "app_rollback=true")
+    assert host.check_output("readlink /srv/devops/current") == before, output[-3000:]
+    wait_for_index(host, False, marker)
+    assert host.run("/usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/after-rollback/").rc == 0
