@@ -12,7 +12,10 @@ here, so dropping the legacy profile means deleting the fallback branches below 
 import importlib.util
 from urllib.parse import unquote, urlparse, urlsplit
 
+import channels
 import django
+from asgiref.sync import async_to_sync
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 from django.core.management.base import BaseCommand as _BaseCommand
 from django.core.management.base import CommandError as _CommandError
@@ -28,6 +31,7 @@ __all__ = [
     "CommandError",
     "allowed_hosts_origin_validator",
     "as_asgi",
+    "call_layer_sync",
     "channel_layer_hosts",
     "csrf_trusted_origins",
     "django_http_application",
@@ -159,3 +163,26 @@ else:  # Django < 3.1 exits with status 1 on every CommandError.
                 if exc.code != 1:
                     raise
                 raise SystemExit(self._returncode) from None
+
+
+def call_layer_sync(operation):
+    """Run ``operation(layer)``, a coroutine function, from synchronous code; return its result.
+
+    ``async_to_sync`` runs every call in an event loop of its own. channels-redis >= 3 keeps its
+    connections per loop, so the shared layer serves every call. channels-redis 2 binds them to the
+    first loop that used the layer ("got Future attached to a different loop" on the next call from
+    the same process, e.g. a uwsgi worker's second push): there each call gets a layer of its own.
+    """
+    if int(channels.__version__.split(".")[0]) >= 3:
+        return async_to_sync(operation)(get_channel_layer())
+
+    async def run_with_own_layer():
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        try:
+            return await operation(layer)
+        finally:
+            close_pools = getattr(layer, "close_pools", None)
+            if close_pools is not None:
+                await close_pools()
+
+    return async_to_sync(run_with_own_layer)()

@@ -4,9 +4,9 @@ import asyncio
 import logging
 import threading
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import connection
+
+from deploy.compat import call_layer_sync
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,8 @@ async def _layer_round_trip(layer):
 
 
 def check_channel_layer():
-    layer = get_channel_layer()
     with _layer_lock:
-        async_to_sync(asyncio.wait_for)(_layer_round_trip(layer), LAYER_TIMEOUT)
+        call_layer_sync(lambda layer: asyncio.wait_for(_layer_round_trip(layer), LAYER_TIMEOUT))
 
 
 CHECKS = {"database": check_database, "channel_layer": check_channel_layer}

@@ -1,8 +1,6 @@
 """Push messages to a service's websocket clients from synchronous code."""
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-
+from deploy.compat import call_layer_sync
 from deploy.protocol import group_name, timestamp, validate_message, validate_service
 
 
@@ -10,13 +8,16 @@ def send_channel_msg(service, message):
     """Send ``message`` to every websocket client of ``service``.
 
     For synchronous code (views, management commands, scripts after ``django.setup()``): the
-    channel layer's coroutine runs through ``async_to_sync``, so do not call it from inside a
-    running event loop. Raises ``ValueError`` (``deploy.protocol.InvalidInput``) for a bad
-    service name or message, and the layer's own error when the layer is unreachable.
+    channel layer's coroutine runs through ``async_to_sync`` (see ``compat.call_layer_sync``), so
+    do not call it from inside a running event loop. Raises ``ValueError``
+    (``deploy.protocol.InvalidInput``) for a bad service name or message, and the layer's own
+    error when the layer is unreachable.
     """
     validate_service(service)
     validate_message(message)
-    async_to_sync(get_channel_layer().group_send)(
-        group_name(service),
-        {"type": "deploy.message", "message": message, "source": "push", "ts": timestamp()},
+    group, ts = group_name(service), timestamp()
+    call_layer_sync(
+        lambda layer: layer.group_send(
+            group, {"type": "deploy.message", "message": message, "source": "push", "ts": ts}
+        )
     )
