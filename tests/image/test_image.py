@@ -1,0 +1,295 @@
+"""The container image built by playbooks/image.yml: metadata, no baked secrets, the running stack, a graceful stop.
+
+Run after the build:  .venv/bin/pytest -q tests/image   (bin/toolkit image-test does both).
+The checks of the running container share one container; the graceful stop is the last test and ends it.
+"""
+
+import json
+import re
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import pytest
+from conftest import RESULT_FILE, ROOT, docker, env_args, http_get, inspect, wait_until, wsprobe
+
+SECRET_NAMES = ("DJANGO_SECRET_KEY", "REDIS_PASSWORD", "REDIS_URL", "DEPLOY_PUSH_TOKEN", "DATABASE_URL")
+
+
+# --- the image ----------------------------------------------------------------------------------------------
+
+
+def test_tag_names_app_version_profile_and_revision(built):
+    repository, tag = built["ref"].rsplit(":", 1)
+    assert repository == "devops-channels/stack"
+    variant = built["profile"] + ("-redis" if built["bundle_redis"] else "")
+    assert tag == f"{built['version']}-{variant}-{built['revision']}"
+    assert re.fullmatch(r"[0-9a-f]{12}", built["version"])
+    assert re.fullmatch(r"([0-9a-f]{12}(-dirty)?|nogit)", built["revision"])
+
+
+def test_image_carries_oci_labels(image_config, built):
+    labels = image_config["Labels"]
+    assert labels["org.opencontainers.image.version"] == built["version"]
+    assert labels["org.opencontainers.image.revision"] == built["revision"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", labels["org.opencontainers.image.created"])
+    assert labels["org.opencontainers.image.title"].startswith("devops-channels stack")
+    assert labels["org.devops-channels.profile"] == built["profile"]
+    assert labels["org.devops-channels.redis"] == ("bundled" if built["bundle_redis"] else "external")
+
+
+def test_image_exposes_http_and_checks_healthz(image_config, built):
+    assert f"{built['port']}/tcp" in image_config["ExposedPorts"]
+    health = image_config["Healthcheck"]
+    assert any("/healthz" in part for part in health["Test"])
+    assert health["Interval"] > 0 and health["Timeout"] > 0 and health["Retries"] >= 1
+
+
+def test_image_stops_with_sigterm_and_announces_its_stop_timeout(image_config):
+    assert image_config["StopSignal"] == "SIGTERM"
+    # daphne (15 s) and uwsgi (35 s) stop one group after the other, then nginx: the timeout must cover them.
+    assert int(image_config["Labels"]["org.devops-channels.stop-timeout"]) >= 15 + 35 + 10
+
+
+def test_image_starts_supervisord_through_the_entrypoint(image_config):
+    assert image_config["Entrypoint"] == ["/usr/local/bin/devops-entrypoint"]
+    assert not image_config["Cmd"]
+
+
+def test_image_config_holds_no_secret(image_config):
+    names = {entry.split("=", 1)[0] for entry in image_config.get("Env") or []}
+    assert not names & set(SECRET_NAMES)
+
+
+def test_env_file_of_the_image_holds_no_secret(image):
+    content = docker("run", "--rm", "--entrypoint", "cat", image, "/etc/devops/devops.env").stdout
+    assert "DJANGO_SETTINGS_MODULE=" in content  # the file is there, with the non-secret settings
+    for name in SECRET_NAMES:
+        assert not re.search(rf"^{name}=", content, re.M), name
+
+
+def test_no_secret_of_the_local_inventory_is_in_the_image(image):
+    """The inventory generates secrets into .secrets/; none of them may have been baked in."""
+    values = [p.read_text().strip() for p in (ROOT / ".secrets").rglob("*") if p.is_file()]
+    values = [v for v in values if len(v) >= 16]
+    if not values:
+        pytest.skip("no generated secrets in .secrets/ to look for")
+    script = 'for s in "$@"; do grep -rqsF -- "$s" /etc /srv /usr/local /var/lib /root && echo FOUND; done; true'
+    out = docker("run", "--rm", "--entrypoint", "sh", image, "-c", script, "sh", *values, timeout=120).stdout
+    assert "FOUND" not in out
+
+
+def test_no_build_tools_in_the_image(image):
+    out = docker(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
+        "for t in gcc cc c++ make patch git pip pip3; do command -v $t; done; "
+        "ls /srv/devops/venvs/*/bin/pip 2>/dev/null; ls /var/lib/apt/lists; true",
+    ).stdout
+    assert out.split() == [], out
+
+
+# --- refusing to start without the secrets ----------------------------------------------------------------
+
+
+def test_start_without_secret_key_fails_with_a_clear_message(image, redis):
+    result = docker("run", "--rm", "-e", f"REDIS_URL={redis}", image, check=False, timeout=60)
+    assert result.returncode == 78
+    assert "DJANGO_SECRET_KEY is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_start_without_redis_fails_with_a_clear_message(image, app_secrets):
+    result = docker(
+        "run",
+        "--rm",
+        *env_args({"DJANGO_SECRET_KEY": app_secrets["DJANGO_SECRET_KEY"]}),
+        image,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 78
+    assert "REDIS_URL is not set" in result.stderr
+
+
+def test_start_with_a_short_secret_key_fails(image, redis):
+    result = docker(
+        "run", "--rm", "-e", "DJANGO_SECRET_KEY=short", "-e", f"REDIS_URL={redis}", image, check=False, timeout=60
+    )
+    assert result.returncode == 78
+    assert "too short" in result.stderr
+
+
+# --- the running stack ----------------------------------------------------------------------------------------
+
+
+def test_container_reports_healthy(stack):
+    assert inspect(stack["name"], "{{ .State.Health.Status }}") == "healthy"
+    print(f"healthy {stack['healthy_after']} s after docker run")
+
+
+def test_root_page_and_its_static_files_are_served_through_nginx(stack):
+    status, body = http_get(stack["url"] + "/")
+    assert status == 200
+    script = re.search(r'src="(/static/[^"]+\.js)"', body)
+    assert script, body[:500]
+    status, js = http_get(stack["url"] + script.group(1))  # collectstatic output, served by nginx
+    assert status == 200 and "/ws/deploy/" in js
+
+
+def test_readyz_reaches_the_database_and_redis(stack):
+    status, body = http_get(stack["url"] + "/readyz")
+    assert status == 200
+    assert json.loads(body)["checks"] == {"database": "ok", "channel_layer": "ok"}
+
+
+def test_websocket_round_trip_through_nginx(stack):
+    result = wsprobe("roundtrip", f"{stack['ws']}/ws/deploy/image-{uuid.uuid4().hex[:8]}/", "--timeout", "15")
+    assert result.returncode == 0, result.stdout + result.stderr
+    frame = json.loads(result.stdout)
+    assert frame["type"] == "message" and frame["source"] == "client" and frame["seq"] == 1
+
+
+def test_manage_push_reaches_a_connected_client(stack, tmp_path):
+    service = "image-" + uuid.uuid4().hex[:8]
+    message = "pushed " + uuid.uuid4().hex
+    ready = tmp_path / "ready"
+    listener = subprocess.Popen(
+        [
+            "python3",
+            str(ROOT / "playbooks/files/wsprobe.py"),
+            "listen",
+            f"{stack['ws']}/ws/deploy/{service}/",
+            "--count",
+            "1",
+            "--timeout",
+            "30",
+            "--ready-file",
+            str(ready),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: ready.exists() or listener.poll() is not None, 15, what="the websocket client")
+        assert ready.exists(), listener.communicate(timeout=5)
+        push = docker("exec", stack["name"], "devops-manage", "push", service, message, check=False, timeout=60)
+        assert push.returncode == 0, push.stdout + push.stderr
+        out, err = listener.communicate(timeout=30)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.communicate(timeout=5)
+    assert listener.returncode == 0, out + err
+    frame = json.loads(out.splitlines()[0])
+    assert frame["message"] == message and frame["source"] == "push"
+
+
+def test_http_push_endpoint_uses_the_runtime_token(stack, app_secrets):
+    request = urllib.request.Request(
+        f"{stack['url']}/api/push/image-http/",
+        data=json.dumps({"message": "hi"}).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {app_secrets['DEPLOY_PUSH_TOKEN']}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+
+
+def test_only_what_binds_port_80_runs_as_root(stack):
+    lines = docker("exec", stack["name"], "ps", "-eo", "user:20,pid,ppid,comm", "--no-headers").stdout.splitlines()
+    processes = [line.split() for line in lines]
+    by_name = {}
+    for user, pid, ppid, comm in processes:
+        by_name.setdefault(comm, []).append((user, int(pid), int(ppid)))
+    assert by_name["supervisord"] == [("root", 1, 0)]
+    nginx_root = [p for p in by_name["nginx"] if p[0] == "root"]
+    assert len(nginx_root) == 1 and nginx_root[0][2] == 1  # the master, child of supervisord
+    assert all(user == "www-data" for user, _, ppid in by_name["nginx"] if ppid != 1)
+    for program in ("daphne", "uwsgi"):
+        assert by_name[program] and all(user == "devops" for user, _, _ in by_name[program]), by_name[program]
+    assert all(user == "redis" for user, _, _ in by_name.get("redis-server", []))
+    root = {comm for user, _, _, comm in processes if user == "root"} - {"ps"}
+    assert root == {"supervisord", "nginx"}
+
+
+def test_env_file_is_written_at_start_for_the_app_user_only(stack, built):
+    out = docker("exec", stack["name"], "stat", "-c", "%U %G %a", "/etc/devops/devops.env").stdout.split()
+    assert out == ["devops", "devops", "640"]
+    names = docker("exec", stack["name"], "sed", "-n", "s/=.*//p", "/etc/devops/devops.env").stdout.split()
+    redis = "REDIS_PASSWORD" if built["bundle_redis"] else "REDIS_URL"
+    assert {"DJANGO_SECRET_KEY", redis, "DEPLOY_PUSH_TOKEN"} <= set(names)
+
+
+def test_socket_dir_is_shared_with_nginx_only(stack):
+    out = docker("exec", stack["name"], "stat", "-c", "%U %G %a", "/run/devops").stdout.split()
+    assert out == ["devops", "www-data", "2750"]
+
+
+# --- push to a registry -----------------------------------------------------------------------------------------
+
+
+def test_push_to_a_local_registry(built, image, registry):
+    result = subprocess.run(
+        [
+            str(ROOT / ".venv/bin/ansible-playbook"),
+            "playbooks/image-push.yml",
+            "-e",
+            f"image_push_registry={registry}",
+            "-e",
+            f"image_profile={built['profile']}",
+            "-e",
+            f"image_result_file={RESULT_FILE}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PATH": f"{ROOT}/.venv/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "HOME": "/root",
+        },
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    repository, tag = image.rsplit(":", 1)
+    _, tags = http_get(f"http://{registry}/v2/{repository}/tags/list")
+    assert tag in json.loads(tags)["tags"]
+    request = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        manifest = json.loads(response.read())
+    assert manifest["config"]["digest"] == built["id"]  # the very image that was built
+    # The registry tag was only for the push.
+    assert docker("image", "inspect", f"{registry}/{image}", check=False).returncode != 0
+
+
+# --- last: the graceful stop ---------------------------------------------------------------------------------------
+
+
+def test_docker_stop_is_graceful(stack, built):
+    name = stack["name"]
+    daphnes = int(docker("exec", name, "sh", "-c", "supervisorctl status | grep -c '^daphne:'").stdout)
+    started = time.monotonic()
+    docker("stop", name, timeout=stack["stop_timeout"] + 30)
+    elapsed = time.monotonic() - started
+    print(f"docker stop took {elapsed:.1f} s (stop timeout {stack['stop_timeout']} s)")
+    assert elapsed < stack["stop_timeout"]
+    assert inspect(name, "{{ .State.ExitCode }}") == "0"
+    log = docker("logs", name).stdout + docker("logs", name).stderr
+    assert "received SIGTERM indicating exit request" in log
+    assert "SIGKILL" not in log
+    stopped = dict(re.findall(r"stopped: (\S+) \((exit status \d+|terminated by \w+)\)", log))
+    expected = (
+        {"nginx", "uwsgi"} | {f"daphne-{n}" for n in range(daphnes)} | ({"redis"} if built["bundle_redis"] else set())
+    )
+    assert set(stopped) == expected, stopped
+    assert all(how in ("exit status 0", "terminated by SIGTERM") for how in stopped.values()), stopped
