@@ -26,6 +26,7 @@ import wsload
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+LOGS = ROOT / ".cache" / "bench"  # run logs (git-ignored): the last converge, the bare broadcaster, an image failure
 INVENTORY = ROOT / "inventory" / "bench.yml"
 STACK = "bench-stack"
 FLOOR = "bench-floor"
@@ -122,7 +123,7 @@ def converge(extra=None):
     if extra:
         argv += ["-e", json.dumps(extra)]
     seconds, result = timed(*argv, cwd=ROOT)
-    (RESULTS / "converge.log").write_text(result.stdout)  # the last one, to see what a re-run changed
+    (LOGS / "converge.log").write_text(result.stdout)  # the last one, to see what a re-run changed
     changed = re.search(r"bench-stack\s*:.*changed=(\d+)", result.stdout)
     return seconds, int(changed[1]) if changed else None
 
@@ -130,7 +131,7 @@ def converge(extra=None):
 def changed_tasks():
     """Names of the tasks the last converge reported as changed."""
     task, names = "", []
-    for line in (RESULTS / "converge.log").read_text().splitlines():
+    for line in (LOGS / "converge.log").read_text().splitlines():
         if line.startswith(("TASK [", "RUNNING HANDLER [")):
             task = line.split("[", 1)[1].rsplit("]", 1)[0]
         elif line.startswith("changed:"):
@@ -215,8 +216,11 @@ def bench_image(args):
     finally:
         sh("docker", "rm", "-f", "bench-image", check=False)
     if result.returncode != 0:
-        (RESULTS / "image.log").write_text(result.stdout + result.stderr)
-        return {"measured": False, "reason": f"playbooks/image.yml failed (exit {result.returncode}, see image.log)"}
+        (LOGS / "image.log").write_text(result.stdout + result.stderr)
+        return {
+            "measured": False,
+            "reason": f"playbooks/image.yml failed (exit {result.returncode}, see .cache/bench/image.log)",
+        }
     tags = sh("docker", "images", "devops-channels/bench-image", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
     size = sh("docker", "image", "inspect", "-f", "{{.Size}}", tags[0], check=False).stdout.strip() if tags else ""
     log(f"image: {seconds:.0f} s, {tags[:1]}, {size} bytes")
@@ -422,7 +426,7 @@ def cost(steps):
 
 def bench_bare(args):
     log("fanout: bare websockets broadcaster on 127.0.0.1")
-    with open(RESULTS / "bare.log", "w") as bare_log:
+    with open(LOGS / "bare.log", "w") as bare_log:
         bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare.py"), str(BARE_PORT)], stderr=bare_log)
         try:
             time.sleep(1)
@@ -586,6 +590,7 @@ def main():
     if unknown or set(args.configs) - set(CONFIGS):
         parser.error(f"unknown benchmark or configuration: {unknown or set(args.configs) - set(CONFIGS)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     if "provision" in names:
         (RESULTS / "provision.json").write_text(json.dumps(bench_provision(args), indent=1))
