@@ -1,4 +1,4 @@
-"""Version shims: the one module that knows which Django, channels and channels-redis run.
+"""Version shims of the deploy app: the running app's differences between dependency profiles.
 
 The app supports two dependency profiles from one code base:
 
@@ -6,11 +6,12 @@ The app supports two dependency profiles from one code base:
 * legacy: Django 1.11, channels 2.1, channels-redis 2.3 (aioredis 1), asgiref 2, Python 3.9.
 
 Everything else is written against what both profiles share and takes the differences from
-here, so dropping the legacy profile means deleting the fallback branches below and nothing more.
+here (ASGI application, websocket origin check, channel layer calls, management commands) or,
+for what settings and routes need, from ``devops.compat``, which imports no channels. Dropping
+the legacy profile means deleting the fallback branches of both modules and nothing more.
 """
 
-import importlib.util
-from urllib.parse import unquote, urlparse, urlsplit
+from urllib.parse import urlparse
 
 import channels
 import django
@@ -21,22 +22,13 @@ from django.core.management.base import BaseCommand as _BaseCommand
 from django.core.management.base import CommandError as _CommandError
 from django.utils.http import is_same_domain
 
-try:
-    from django.urls import re_path  # Django >= 2.0
-except ImportError:  # Django 1.11
-    from django.conf.urls import url as re_path
-
 __all__ = [
     "BaseCommand",
     "CommandError",
     "allowed_hosts_origin_validator",
     "as_asgi",
     "call_layer_sync",
-    "channel_layer_hosts",
-    "csrf_trusted_origins",
     "django_http_application",
-    "has_redis_pubsub_layer",
-    "re_path",
 ]
 
 
@@ -92,44 +84,6 @@ def django_http_application():
 
         return AsgiHandler
     return get_asgi_application()
-
-
-def csrf_trusted_origins(origins):
-    """Adapt ``scheme://host`` origins to what this Django compares.
-
-    Django >= 4.0 wants full origins; older versions compare bare host names.
-    """
-    if django.VERSION >= (4, 0):
-        return list(origins)
-    return [urlsplit(origin).netloc or origin for origin in origins]
-
-
-def channel_layer_hosts(redis_url):
-    """Return the ``hosts`` list of a channels-redis layer for one Redis URL.
-
-    channels-redis >= 3 hands the URL to redis-py, which understands ``redis://`` and
-    ``rediss://`` with percent-encoded passwords. channels-redis 2 uses aioredis 1, which does
-    not percent-decode passwords, so there the URL is split into aioredis' own arguments.
-    """
-    import channels_redis
-
-    if int(channels_redis.__version__.split(".")[0]) >= 3:
-        return [redis_url]
-    parts = urlsplit(redis_url)
-    host = {
-        "address": (parts.hostname, parts.port or 6379),
-        "db": int(parts.path.lstrip("/") or 0),
-    }
-    if parts.password:
-        host["password"] = unquote(parts.password)
-    if parts.scheme == "rediss":
-        host["ssl"] = True
-    return [host]
-
-
-def has_redis_pubsub_layer():
-    """Whether channels-redis ships the pub/sub layer (channels-redis >= 3.3)."""
-    return importlib.util.find_spec("channels_redis.pubsub") is not None
 
 
 if django.VERSION >= (3, 1):

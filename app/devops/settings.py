@@ -10,7 +10,7 @@ import os.path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from deploy import compat
+from devops import compat
 from devops.env import CHANNEL_LAYER_KINDS, Env, channel_layers, database_from_url, logging_config
 
 env = Env(os.environ)

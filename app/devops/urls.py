@@ -3,7 +3,7 @@
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 
 from deploy import views
-from deploy.compat import re_path
+from devops.compat import re_path
 
 # The service-name patterns are permissive on purpose: the views validate the name and say why.
 urlpatterns = [

@@ -7,8 +7,8 @@ import secrets
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from deploy import compat
 from deploy.tests.helpers import APP_DIR, manage, modern_only
+from devops import compat
 from devops.env import Env, channel_layers, check_redis_url, database_from_url
 
 PRODUCTION_ENV = {
