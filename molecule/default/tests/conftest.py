@@ -1,14 +1,14 @@
-"""Shared helpers for the stack's testinfra checks (they run inside each converged host)."""
+"""Fixtures of the stack's testinfra checks; the helpers are in helpers.py."""
 
-import json
+import os
+import sys
 import uuid
 
 import pytest
 
-APP_ROOT = "/srv/devops"
-ENV_FILE = "/etc/devops/devops.env"
-RUN_DIR = "/run/devops"
-WS = "ws://localhost/ws/deploy/{service}/"
+sys.path.insert(0, os.path.dirname(__file__))
+
+from helpers import read_layout  # noqa: E402
 
 
 @pytest.fixture
@@ -18,43 +18,13 @@ def service():
 
 
 @pytest.fixture(scope="module")
-def daphne_count(host):
+def layout(host):
+    """The host's layout (user, directories, env file), ASGI server and profile, from its inventory."""
+    return read_layout(host)
+
+
+@pytest.fixture(scope="module")
+def asgi_count(host, layout):
+    """How many ASGI server processes supervisor runs."""
     status = host.check_output("supervisorctl status")
-    return sum(1 for line in status.splitlines() if line.startswith("daphne:"))
-
-
-def frames(output):
-    """The JSON frames a wsprobe run printed, one per line."""
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-
-
-def http_get(host, path, unix=None):
-    """GET through nginx (or a unix socket) from inside the host; returns (status, headers, body)."""
-    script = r"""
-import http.client, json, socket, sys
-class Unix(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX); self.sock.settimeout(10); self.sock.connect(sys.argv[2])
-conn = Unix("localhost") if sys.argv[2] else http.client.HTTPConnection("127.0.0.1", 80, timeout=10)
-conn.request("GET", sys.argv[1], headers={"Host": "localhost"})
-r = conn.getresponse()
-print(json.dumps({"status": r.status, "headers": dict(r.getheaders()), "body": r.read().decode(errors="replace")}))
-"""
-    out = host.check_output("python3 -c %s %s %s", script, path, unix or "")
-    data = json.loads(out)
-    return data["status"], data["headers"], data["body"]
-
-
-def uwsgi_requests(host):
-    """Total requests served by uwsgi's workers, read from its stats socket."""
-    script = r"""
-import json, socket
-s = socket.socket(socket.AF_UNIX); s.connect("/run/devops/uwsgi-stats.sock")
-data = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk: break
-    data += chunk
-print(sum(w["requests"] for w in json.loads(data)["workers"]))
-"""
-    return int(host.check_output("python3 -c %s", script))
+    return sum(1 for line in status.splitlines() if line.startswith(layout["server"] + ":"))

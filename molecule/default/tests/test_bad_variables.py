@@ -22,7 +22,8 @@ PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirn
         ("redis_port=70000", "redis_port"),
         ("app_profile=ancient", "app_profile"),
         ("redis_password=''", "redis_password"),
-        ("daphne_processes=0", "daphne_processes"),
+        ("asgi_processes=0", "asgi_processes"),
+        ("asgi_server=gunicorn", "asgi_server"),
         ("nginx_listen_port=0", "nginx_listen_port"),
     ],
 )

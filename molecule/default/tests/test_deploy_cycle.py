@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 import testinfra
+from helpers import read_layout
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MOLECULE_SCENARIO_NAME", "default") != "default", reason="runs once, in the default scenario"
@@ -69,16 +70,17 @@ def test_deploy_then_rollback(tmp_path):
     template = source / "deploy" / "templates" / "deploy" / "index.html"
     template.write_text(template.read_text() + f"\n<!-- {marker} -->\n")
 
-    before = host.check_output("readlink /srv/devops/current")
+    current = read_layout(host)["root"] + "/current"
+    before = host.check_output("readlink %s", current)
     uwsgi_master = host.check_output("supervisorctl pid uwsgi")
     playbook("-e", "app_source_type=dir", "-e", f"app_source_dir={source}")
-    after = host.check_output("readlink /srv/devops/current")
+    after = host.check_output("readlink %s", current)
     assert after != before
     wait_for_index(host, True, marker)
     assert host.check_output("supervisorctl pid uwsgi") == uwsgi_master, "uwsgi was restarted, not chain-reloaded"
     assert host.run("/usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/after-deploy/").rc == 0
 
     output = playbook("-e", "app_rollback=true")
-    assert host.check_output("readlink /srv/devops/current") == before, output[-3000:]
+    assert host.check_output("readlink %s", current) == before, output[-3000:]
     wait_for_index(host, False, marker)
     assert host.run("/usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/after-rollback/").rc == 0

@@ -1,11 +1,10 @@
 """The deployed stack, checked from inside each host: packages, users, modes, processes, end to end."""
 
-import os
 import re
 import time
 
 import pytest
-from conftest import APP_ROOT, ENV_FILE, RUN_DIR, WS, frames, http_get, uwsgi_requests
+from helpers import WS, frames, http_get, uwsgi_requests
 
 # --- packages and files -------------------------------------------------------------------------------
 
@@ -16,54 +15,67 @@ def test_debian_packages_are_installed(host, package):
 
 
 PROFILE_VERSIONS = {
-    # scenario: (Django, channels, daphne) version prefixes
-    "default": ("5.2.", "4.", "4."),
+    # profile: (Django, channels, daphne) version prefixes
+    "modern": ("5.2.", "4.", "4."),
     "legacy": ("1.11.29", "2.1.4", "2.2."),
 }
 
 
-def test_the_venv_has_the_profile_of_the_scenario(host):
+def test_the_venv_has_the_profile_of_the_host(host, layout):
     versions = host.check_output(
-        APP_ROOT + "/current/venv/bin/python -c "
+        layout["root"] + "/current/venv/bin/python -c "
         "'import django, channels, daphne; "
         "print(django.get_version(), channels.__version__, daphne.__version__)'"
     ).split()
-    expected = PROFILE_VERSIONS[os.environ.get("MOLECULE_SCENARIO_NAME", "default")]
+    expected = PROFILE_VERSIONS[layout["profile"]]
     assert all(v.startswith(e) for v, e in zip(versions, expected)), versions
 
 
-def test_app_user_cannot_log_in(host):
-    user = host.user("devops")
+def test_the_layout_follows_the_project_name(host, layout):
+    """Every path and the user derive from devops_project (a host of another name shares nothing with devops)."""
+    name = layout["project"]
+    assert (layout["user"], layout["root"], layout["run_dir"]) == (name, f"/srv/{name}", f"/run/{name}")
+    assert host.file(f"{layout['root']}/current").is_symlink
+    assert host.file(f"/usr/local/bin/{name}-manage").exists
+    if name != "devops":
+        assert not host.file("/srv/devops").exists and not host.user("devops").exists
+
+
+def test_app_user_cannot_log_in(host, layout):
+    user = host.user(layout["user"])
     assert user.exists
     assert user.shell in ("/usr/sbin/nologin", "/sbin/nologin")
 
 
-def test_env_file_is_readable_by_the_app_user_only(host):
-    env = host.file(ENV_FILE)
-    assert env.user == "devops" and env.group == "devops"
+def test_env_file_is_readable_by_the_app_user_only(host, layout):
+    env = host.file(layout["env_file"])
+    assert env.user == layout["user"] and env.group == layout["user"]
     assert env.mode == 0o640
     assert "DJANGO_SECRET_KEY=" in env.content_string
 
 
-def test_socket_dir_is_shared_with_nginx_only(host):
-    run = host.file(RUN_DIR)
-    assert run.is_directory and run.user == "devops" and run.group == "www-data"
+def test_socket_dir_is_shared_with_nginx_only(host, layout):
+    user, run_dir = layout["user"], layout["run_dir"]
+    run = host.file(run_dir)
+    assert run.is_directory and run.user == user and run.group == "www-data"
     assert run.mode == 0o2750
-    assert "d /run/devops 2750 devops www-data" in host.file("/etc/tmpfiles.d/devops.conf").content_string
+    tmpfiles = host.file(f"/etc/tmpfiles.d/{user}.conf").content_string
+    assert f"d {run_dir} 2750 {user} www-data" in tmpfiles
 
 
-def test_sockets_have_the_owner_and_mode_nginx_needs(host, daphne_count):
-    uwsgi = host.file(RUN_DIR + "/uwsgi.sock")
-    assert uwsgi.is_socket and uwsgi.user == "devops" and uwsgi.group == "www-data"
+def test_sockets_have_the_owner_and_mode_nginx_needs(host, layout, asgi_count):
+    user, run_dir = layout["user"], layout["run_dir"]
+    uwsgi = host.file(run_dir + "/uwsgi.sock")
+    assert uwsgi.is_socket and uwsgi.user == user and uwsgi.group == "www-data"
     assert uwsgi.mode & 0o060 == 0o060 and uwsgi.mode & 0o007 == 0
-    for n in range(daphne_count):
-        sock = host.file(f"{RUN_DIR}/daphne-{n}.sock")
-        assert sock.is_socket and sock.user == "devops" and sock.group == "www-data"
+    for n in range(asgi_count):
+        sock = host.file(f"{run_dir}/{layout['server']}-{n}.sock")
+        assert sock.is_socket and sock.user == user and sock.group == "www-data"
 
 
-def test_www_data_can_reach_the_sockets(host):
-    assert host.run("runuser -u www-data -- test -x /run/devops").rc == 0
-    assert host.run("runuser -u nobody -- test -x /run/devops").rc != 0
+def test_www_data_can_reach_the_sockets(host, layout):
+    assert host.run("runuser -u www-data -- test -x %s", layout["run_dir"]).rc == 0
+    assert host.run("runuser -u nobody -- test -x %s", layout["run_dir"]).rc != 0
 
 
 # --- redis ---------------------------------------------------------------------------------------------
@@ -74,8 +86,9 @@ def test_redis_refuses_commands_without_the_password(host):
     assert "NOAUTH" in out.stdout + out.stderr
 
 
-def test_redis_answers_with_the_password(host):
-    out = host.check_output(f"sh -c '. {ENV_FILE}; REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 ping'")
+def test_redis_answers_with_the_password(host, layout):
+    ping = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 ping'
+    out = host.check_output(f"sh -c '. {layout['env_file']}; {ping}'")
     assert out.strip() == "PONG"
 
 
@@ -88,12 +101,14 @@ def test_redis_listens_on_loopback_only(host):
 # --- processes -----------------------------------------------------------------------------------------
 
 
-def test_every_daphne_and_uwsgi_process_is_running(host, daphne_count):
+def test_every_asgi_and_uwsgi_process_is_running(host, layout, asgi_count):
+    """The chosen server only: the other one is not registered with supervisor."""
+    server = layout["server"]
     status = host.check_output("supervisorctl status")
     lines = [line.split() for line in status.splitlines()]
-    assert daphne_count == int(host.check_output("nproc"))
+    assert asgi_count == int(host.check_output("nproc"))
     assert {name: state for name, state, *_ in lines} == {
-        **{f"daphne:daphne-{n}": "RUNNING" for n in range(daphne_count)},
+        **{f"{server}:{server}-{n}": "RUNNING" for n in range(asgi_count)},
         "uwsgi": "RUNNING",
     }
 
@@ -111,12 +126,13 @@ def test_services_are_enabled(host):
 # --- end to end through nginx ------------------------------------------------------------------------
 
 
-def test_index_is_answered_by_uwsgi(host):
-    before = uwsgi_requests(host)
+def test_index_is_answered_by_uwsgi(host, layout):
+    stats = layout["run_dir"] + "/uwsgi-stats.sock"
+    before = uwsgi_requests(host, stats)
     status, headers, body = http_get(host, "/")
     assert status == 200 and "/static/deploy/deploy.js" in body
     assert "nginx/" not in headers.get("Server", "")
-    assert uwsgi_requests(host) > before
+    assert uwsgi_requests(host, stats) > before
 
 
 def test_static_files_are_served_by_nginx(host):
@@ -129,15 +145,17 @@ def test_readyz_through_nginx(host):
     assert status == 200, body
 
 
-def test_websocket_is_answered_by_daphne(host, service):
+def test_websocket_is_answered_by_the_asgi_server(host, layout, service):
     out = host.check_output("/usr/local/bin/wsprobe roundtrip %s", WS.format(service=service))
     assert frames(out)[0]["service"] == service
-    logs = host.check_output("cat /var/log/devops/daphne-*.access.log")
+    # daphne writes an access log file per process; uvicorn logs requests to the process log.
+    logs = host.check_output("cat %s/%s-*.log", layout["log_dir"], layout["server"])
     assert f"/ws/deploy/{service}/" in logs
 
 
-def test_two_clients_receive_a_third_clients_message_and_a_manage_push(host, service):
+def test_two_clients_receive_a_third_clients_message_and_a_manage_push(host, layout, service):
     url = WS.format(service=service)
+    manage = f"{layout['project']}-manage"
     script = f"""
 set -e
 cd /tmp
@@ -146,7 +164,7 @@ for c in a b; do
 done
 for i in $(seq 100); do [ -e {service}.a.ready ] && [ -e {service}.b.ready ] && break; sleep 0.1; done
 /usr/local/bin/wsprobe send {url} from-client-{service} > /dev/null
-echo pushed-{service} | devops-manage push {service} -
+echo pushed-{service} | {manage} push {service} -
 wait
 cat {service}.a.out; echo ---; cat {service}.b.out
 """
@@ -157,18 +175,19 @@ cat {service}.a.out; echo ---; cat {service}.b.out
         assert messages == [(f"from-client-{service}", "client"), (f"pushed-{service}", "push")]
 
 
-def test_daphne_comes_back_after_kill_9_and_serves_pushes(host, service):
-    before = host.check_output("supervisorctl pid daphne:daphne-0").strip()
+def test_asgi_process_comes_back_after_kill_9_and_serves_pushes(host, layout, service):
+    server, manage = layout["server"], f"{layout['project']}-manage"
+    before = host.check_output(f"supervisorctl pid {server}:{server}-0").strip()
     host.check_output(f"kill -9 {before}")
     for _ in range(60):
         time.sleep(0.5)
-        now = host.check_output("supervisorctl pid daphne:daphne-0").strip()
-        status = host.check_output("supervisorctl status daphne:daphne-0")
+        now = host.check_output(f"supervisorctl pid {server}:{server}-0").strip()
+        status = host.check_output(f"supervisorctl status {server}:{server}-0")
         if now not in ("0", before) and "RUNNING" in status:
             break
     else:
-        pytest.fail("daphne-0 was not restarted by supervisor")
-    sock = RUN_DIR + "/daphne-0.sock"
+        pytest.fail(f"{server}-0 was not restarted by supervisor")
+    sock = f"{layout['run_dir']}/{server}-0.sock"
     url = WS.format(service=service)
     script = f"""
 set -e
@@ -176,7 +195,7 @@ cd /tmp
 for i in $(seq 100); do [ -S {sock} ] && break; sleep 0.1; done
 /usr/local/bin/wsprobe listen {url} --unix {sock} --count 1 --timeout 30 --ready-file {service}.ready > {service}.out &
 for i in $(seq 100); do [ -e {service}.ready ] && break; sleep 0.1; done
-devops-manage push {service} after-restart
+{manage} push {service} after-restart
 wait
 cat {service}.out
 """
@@ -184,15 +203,16 @@ cat {service}.out
     assert [f["message"] for f in received] == ["after-restart"]
 
 
-def test_manage_push_rejects_a_bad_service_name(host):
-    out = host.run("devops-manage push 'bad name!' hello")
+def test_manage_push_rejects_a_bad_service_name(host, layout):
+    out = host.run(f"{layout['project']}-manage push 'bad name!' hello")
     assert out.rc == 2
     assert re.search(r"service", out.stderr + out.stdout, re.I)
 
 
-def test_twenty_rounds_of_clients_keep_receiving_pushes(host, service):
+def test_twenty_rounds_of_clients_keep_receiving_pushes(host, layout, service):
     """Clients that come and go must not starve later ones (the channels-redis 2.3 lock defect)."""
     url = WS.format(service=service)
+    manage = f"{layout['project']}-manage"
     script = f"""
 set -e
 cd /tmp
@@ -206,7 +226,7 @@ for round in $(seq 20); do
     [ -e {service}.a.ready ] && [ -e {service}.b.ready ] && [ -e {service}.c.ready ] && break
     sleep 0.1
   done
-  devops-manage push {service} round-$round
+  {manage} push {service} round-$round
   wait
 done
 cat {service}.*.out
@@ -215,10 +235,12 @@ cat {service}.*.out
     assert sorted(received) == sorted(f"round-{r}" for r in range(1, 21) for _ in "abc")
 
 
-def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, service):
+def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, layout, service):
     """With Redis down, group_add raises in connect(): the client must be turned away at once, and the
     error logged (the CancelledError defect of the legacy pins left it hanging with nothing logged)."""
-    errors = "cat /var/log/devops/daphne-[0-9].log | grep -c 'Exception inside application' || true"
+    logs = f"{layout['log_dir']}/{layout['server']}-[0-9].log"
+    marker = {"daphne": "Exception inside application", "uvicorn": "Exception in ASGI application"}[layout["server"]]
+    errors = f"cat {logs} | grep -c '{marker}' || true"
     before = int(host.check_output(errors))
     host.check_output("systemctl stop redis-server")
     try:
@@ -229,10 +251,10 @@ def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, service):
         host.check_output("systemctl start redis-server")
     assert out.rc != 0, out.stdout
     assert elapsed < 10, f"rejection took {elapsed:.1f}s"
-    # supervisor writes daphne's output to the log a moment after the handshake was refused.
+    # supervisor writes the server's output to the log a moment after the handshake was refused.
     for _ in range(20):
         if int(host.check_output(errors)) > before:
             break
         time.sleep(0.5)
     else:
-        pytest.fail("daphne logged no exception for the refused client")
+        pytest.fail(f"{layout['server']} logged no exception for the refused client")

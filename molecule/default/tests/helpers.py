@@ -1,0 +1,62 @@
+"""Helpers of the stack's testinfra checks (they run inside each converged host)."""
+
+import json
+
+WS = "ws://localhost/ws/deploy/{service}/"
+
+# What the checks need to know of a host, asked from Ansible with the host's own inventory values, so that a host
+# with another project name, user or ASGI server is checked against its own layout.
+LAYOUT_VARIABLES = {
+    "project": "devops_project",
+    "user": "devops_user",
+    "root": "devops_root",
+    "run_dir": "devops_run_dir",
+    "log_dir": "devops_log_dir",
+    "env_file": "devops_env_file",
+    "server": "asgi_server | default('daphne')",
+    "profile": "app_profile | default('modern')",
+}
+
+
+def read_layout(host):
+    """The host's layout contract and ASGI server, templated by Ansible (inventory and group_vars)."""
+    expression = ", ".join(f"{key!r}: {value}" for key, value in LAYOUT_VARIABLES.items())
+    result = host.ansible("ansible.builtin.debug", "msg={{ {" + expression + "} | to_json }}", check=False)
+    return json.loads(result["msg"]) if isinstance(result["msg"], str) else result["msg"]
+
+
+def frames(output):
+    """The JSON frames a wsprobe run printed, one per line."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def http_get(host, path, unix=None):
+    """GET through nginx (or a unix socket) from inside the host; returns (status, headers, body)."""
+    script = r"""
+import http.client, json, socket, sys
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX); self.sock.settimeout(10); self.sock.connect(sys.argv[2])
+conn = Unix("localhost") if sys.argv[2] else http.client.HTTPConnection("127.0.0.1", 80, timeout=10)
+conn.request("GET", sys.argv[1], headers={"Host": "localhost"})
+r = conn.getresponse()
+print(json.dumps({"status": r.status, "headers": dict(r.getheaders()), "body": r.read().decode(errors="replace")}))
+"""
+    out = host.check_output("python3 -c %s %s %s", script, path, unix or "")
+    data = json.loads(out)
+    return data["status"], data["headers"], data["body"]
+
+
+def uwsgi_requests(host, stats_socket):
+    """Total requests served by uwsgi's workers, read from its stats socket."""
+    script = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk: break
+    data += chunk
+print(sum(w["requests"] for w in json.loads(data)["workers"]))
+"""
+    return int(host.check_output("python3 -c %s %s", script, stats_socket))
