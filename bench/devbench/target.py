@@ -1,19 +1,12 @@
-"""The bench-* containers: created like molecule's systemd containers, and what runs and is deployed in them."""
+"""The bench-* containers: started by roles/lab_container like molecule's hosts; what runs and is deployed in them."""
 
 import functools
 import sys
-import time
 
-from .common import STACK, sh
-from .playbook import host_vars
+from .common import ROOT, STACK, sh
+from .playbook import host_vars, playbook
 
 IMAGE = "devops-channels/debian:bookworm"
-
-# The flags molecule/default gives its systemd containers.
-SYSTEMD_FLAGS = (
-    "--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined --cgroupns=host "
-    "-v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock --stop-signal SIGRTMIN+3"
-).split()
 
 # The stack's programs, by a part of their command line.
 PROGRAMS = (
@@ -32,19 +25,18 @@ LAYOUT = (
 
 
 def start_container(name, port=None):
-    """A fresh systemd container from the base image, created the way molecule/default creates its own."""
+    """A fresh systemd container from the base image, started by roles/lab_container (as molecule's hosts are)."""
     sh("docker", "rm", "-f", name, check=False)
-    published = ["-p", f"127.0.0.1:{port}:80"] if port else []
-    labels = ["--label", "org.devops-channels.role=bench"]
-    sh("docker", "run", "-d", "--name", name, "--hostname", name, *SYSTEMD_FLAGS, *published, *labels, IMAGE,
-       "/lib/systemd/systemd")  # fmt: skip
-    # Wait for the end of the boot: systemd-tmpfiles empties /tmp early in it (apt's signature check uses /tmp).
-    for _ in range(60):
-        state = sh("docker", "exec", name, "systemctl", "is-system-running", "--wait", check=False).stdout.strip()
-        if state in ("running", "degraded"):
-            return
-        time.sleep(1)
-    sys.exit(f"{name}: systemd did not finish booting ({state})")
+    settings = {
+        "lab_container_name": name,
+        "lab_container_image": IMAGE,
+        "lab_container_published_ports": [f"127.0.0.1:{port}:80"] if port else [],
+        "lab_container_labels": {"org.devops-channels.role": "bench"},
+    }
+    _, returncode, recap, stderr = playbook(ROOT / "bench" / "lab-container.yml", log_name="container", extra=settings)
+    if returncode != 0:
+        failures = "\n".join(recap.failures()) if recap else ""
+        sys.exit(f"{name}: the container did not start:\n{failures}\n{stderr[-2000:]}")
 
 
 def exists(name):
