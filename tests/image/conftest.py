@@ -1,69 +1,38 @@
-"""Fixtures of the image tests: the built image, a docker network with a Redis container, the running stack.
-
-The image is built first by playbooks/image.yml (bin/toolkit image-test does both); its result file names it.
-    IMAGE_PROFILE=modern (default) | legacy | legacy-fixed     which build to test
-    IMAGE_RESULT=path/to/result.json                           or name the result file directly
-                                                               (.cache/image/modern-redis.json: Redis bundled)
-Everything created here is named image-test-* and removed again, also when a test fails.
+"""Fixtures of the image tests: the built image, a docker network with a Redis container, the running stack, a
+registry. Which build is tested: helpers.py. Everything created here is named image-test-* and removed again, also
+when a test fails; the one image the tests make (image-test-services) is kept for the next run.
 """
 
 import json
-import os
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from helpers import (
+    ASGI_SERVER,
+    ASGI_SERVERS,
+    HEALTHY_WITHIN,
+    PROFILE,
+    RESULT_FILE,
+    SERVICES_IMAGE,
+    SERVICES_PACKAGES,
+    docker,
+    env_args,
+    http_get,
+    inspect,
+    layout,
+    package_image,
+    published_port,
+    token,
+    wait_until,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-PROFILE = os.environ.get("IMAGE_PROFILE", "modern")
-RESULT_FILE = Path(os.environ.get("IMAGE_RESULT", ROOT / ".cache" / "image" / f"{PROFILE}.json")).resolve()
-WSPROBE = ROOT / "playbooks" / "files" / "wsprobe.py"
-# A Redis server for the tests, made once from the local base image (no registry here).
-REDIS_IMAGE = "image-test-redis:bookworm"
-REDIS_RECIPE = "apt-get install redis-server (bookworm) v1"
-HEALTHY_WITHIN = 120  # seconds from docker run to "healthy"
-REGISTRY_CACHE = ROOT / ".cache" / "docker-registry"
-
-
-def docker(*args, timeout=60, check=True, **kwargs):
-    """Run the docker CLI; return the CompletedProcess (text). Fails the test on a non-zero exit if check."""
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
-    if check and result.returncode != 0:
-        pytest.fail(f"docker {' '.join(args[:3])} ... exited {result.returncode}: {result.stderr.strip()}")
-    return result
-
-
-def inspect(name, template):
-    return docker("inspect", "-f", template, name).stdout.strip()
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout, interval=0.5, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-def token(size=48):
-    """A random secret from letters and digits only (safe in URLs and shell words)."""
-    return "".join(
-        secrets.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(size)
-    )
+REGISTRY_PORT = 5000  # inside its container
+# Debian's configuration asks for htpasswd logins: the test registry's own, without.
+REGISTRY_CONFIG = (
+    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: /tmp/registry\n"
+    f"http:\n  addr: 0.0.0.0:{REGISTRY_PORT}\n"
+)
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +59,25 @@ def image_config(image):
 
 
 @pytest.fixture(scope="session")
+def asgi_server(image_config):
+    """The ASGI server the image runs, as its label names it; IMAGE_ASGI_SERVER, when set, must agree."""
+    server = image_config["Labels"].get("org.devops-channels.asgi-server")
+    assert server in ASGI_SERVERS, image_config["Labels"]
+    if ASGI_SERVER and server != ASGI_SERVER:
+        pytest.fail(
+            f"{RESULT_FILE} names an image running {server}, IMAGE_ASGI_SERVER wants {ASGI_SERVER}: build it with "
+            f"ansible-playbook playbooks/image.yml -e image_profile={PROFILE} -e asgi_server={ASGI_SERVER}"
+        )
+    return server
+
+
+@pytest.fixture(scope="session")
+def paths():
+    """The layout contract of the inventory the image was built with (user, root, run_dir, env_file, ...)."""
+    return layout()
+
+
+@pytest.fixture(scope="session")
 def run_id():
     return secrets.token_hex(4)
 
@@ -103,51 +91,13 @@ def network(run_id):
 
 
 @pytest.fixture(scope="session")
-def redis_image():
-    """image-test-redis:bookworm: Debian's redis-server on the local base image, built once and reused."""
-    if (
-        docker(
-            "image",
-            "inspect",
-            "-f",
-            '{{ index .Config.Labels "org.devops-channels.recipe" }}',
-            REDIS_IMAGE,
-            check=False,
-        ).stdout.strip()
-        == REDIS_RECIPE
-    ):
-        return REDIS_IMAGE
-    builder = f"image-test-redis-build-{secrets.token_hex(4)}"
-    docker("run", "-d", "--name", builder, "devops-channels/debian:bookworm", "sleep", "infinity")
-    try:
-        docker(
-            "exec",
-            "-e",
-            "DEBIAN_FRONTEND=noninteractive",
-            builder,
-            "sh",
-            "-c",
-            "apt-get update -q && apt-get install -y -q --no-install-recommends redis-server "
-            "&& apt-get clean && rm -rf /var/lib/apt/lists/*",
-            timeout=300,
-        )
-        docker(
-            "commit",
-            "--change",
-            "CMD []",
-            "--change",
-            f"LABEL org.devops-channels.recipe={REDIS_RECIPE!r}",
-            builder,
-            REDIS_IMAGE,
-            timeout=120,
-        )
-    finally:
-        docker("rm", "-f", builder, check=False)
-    return REDIS_IMAGE
+def services_image():
+    """Debian's redis-server and docker-registry on the local base image (helpers.package_image)."""
+    return package_image(SERVICES_IMAGE, SERVICES_PACKAGES)
 
 
 @pytest.fixture(scope="session")
-def redis(redis_image, network, run_id):
+def redis(services_image, network, run_id):
     """Redis on the test network as host "redis", password protected; returns its REDIS_URL."""
     name = f"image-test-redis-{run_id}"
     password = token(32)
@@ -161,9 +111,11 @@ def redis(redis_image, network, run_id):
         network,
         "--network-alias",
         "redis",
+        "--user",
+        "redis",
         "-e",
         f"REDIS_PASSWORD={password}",
-        redis_image,
+        services_image,
         "sh",
         "-c",
         'printf "requirepass %s\\n" "$REDIS_PASSWORD" | exec redis-server - --bind 0.0.0.0 --save "" --appendonly no',
@@ -185,10 +137,6 @@ def redis(redis_image, network, run_id):
 @pytest.fixture(scope="session")
 def app_secrets():
     return {"DJANGO_SECRET_KEY": token(50), "DEPLOY_PUSH_TOKEN": token(40)}
-
-
-def env_args(env):
-    return [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
 
 
 @pytest.fixture(scope="session")
@@ -227,7 +175,7 @@ def stack(request, image, built, image_config, network, app_secrets, run_id):
             return state.get("Health", {}).get("Status") == "healthy"
 
         wait_until(healthy, HEALTHY_WITHIN, interval=1, what=f"{name} to report healthy")
-        port = int(docker("port", name, f"{built['port']}/tcp").stdout.splitlines()[0].rsplit(":", 1)[1])
+        port = published_port(name, built["port"])
         yield {
             "name": name,
             "port": port,
@@ -240,69 +188,40 @@ def stack(request, image, built, image_config, network, app_secrets, run_id):
         docker("rm", "-f", name, check=False)
 
 
-def wsprobe(*args, timeout=30):
-    return subprocess.run(["python3", str(WSPROBE), *args], capture_output=True, text=True, timeout=timeout)
-
-
-def http_get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.status, response.read().decode()
-
-
-def registry_binary():
-    """Debian's docker-registry: from PATH, else the binary taken from its .deb into .cache/ (installing the
-    package would start a registry service on all interfaces; the tests run their own on 127.0.0.1)."""
-    cached = REGISTRY_CACHE / "docker-registry"
-    found = shutil.which("docker-registry") or cached
-    if Path(found).exists():
-        return str(found)
-    REGISTRY_CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as download:
-        subprocess.run(
-            ["apt-get", "download", "docker-registry"], cwd=download, check=True, capture_output=True, timeout=120
-        )
-        deb = next(Path(download).glob("docker-registry_*.deb"))
-        subprocess.run(
-            f"dpkg-deb --fsys-tarfile {deb} | tar -xO ./usr/bin/docker-registry > {cached}.tmp",
-            shell=True,
-            check=True,
-            timeout=60,
-        )
-        Path(f"{cached}.tmp").chmod(0o755)
-        Path(f"{cached}.tmp").rename(cached)
-    return str(cached)
-
-
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory):
-    """A registry served by Debian's docker-registry on 127.0.0.1 only; returns host:port."""
-    binary = registry_binary()
-    port = free_port()
-    storage = tmp_path_factory.mktemp("registry")
-    config = storage / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {storage}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
+def registry(services_image, run_id):
+    """A registry served by Debian's docker-registry in a container, published on 127.0.0.1 only (docker pushes to
+    127.0.0.0/8 over plain HTTP); its storage goes with the container. Returns host:port."""
+    name = f"image-test-registry-{run_id}"
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--user",
+        "docker-registry",
+        "-p",
+        f"127.0.0.1::{REGISTRY_PORT}",
+        "-e",  # not REGISTRY_*: docker-registry reads those as overrides of its configuration
+        f"CONFIG_YML={REGISTRY_CONFIG}",
+        services_image,
+        "sh",
+        "-c",
+        'printf "%s" "$CONFIG_YML" > /tmp/registry.yml && exec docker-registry serve /tmp/registry.yml',
     )
-    log = open(storage / "registry.log", "w")
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
+        address = f"127.0.0.1:{published_port(name, REGISTRY_PORT)}"
 
         def up():
             try:
-                return http_get(f"http://127.0.0.1:{port}/v2/", timeout=2)[0] == 200
+                return http_get(f"http://{address}/v2/", timeout=2)[0] == 200
             except OSError:
-                if process.poll() is not None:
-                    pytest.fail(f"docker-registry exited: {(storage / 'registry.log').read_text()}")
+                if inspect(name, "{{ .State.Running }}") != "true":
+                    logs = docker("logs", name, check=False)
+                    pytest.fail(f"docker-registry exited: {logs.stdout}{logs.stderr}")
                 return False
 
         wait_until(up, 30, what="the registry to answer /v2/")
-        yield f"127.0.0.1:{port}"
+        yield address
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+        docker("rm", "-f", name, check=False)

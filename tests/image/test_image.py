@@ -12,7 +12,20 @@ import urllib.request
 import uuid
 
 import pytest
-from conftest import RESULT_FILE, ROOT, docker, env_args, http_get, inspect, wait_until, wsprobe
+import yaml
+from helpers import (
+    RESULT_FILE,
+    ROOT,
+    VENV_BIN,
+    WSPROBE,
+    ansible_env,
+    docker,
+    env_args,
+    http_get,
+    inspect,
+    wait_until,
+    wsprobe,
+)
 
 SECRET_NAMES = ("DJANGO_SECRET_KEY", "REDIS_PASSWORD", "REDIS_URL", "DEPLOY_PUSH_TOKEN", "DATABASE_URL")
 
@@ -29,7 +42,7 @@ def test_tag_names_app_version_profile_and_revision(built):
     assert re.fullmatch(r"([0-9a-f]{12}(-dirty)?|nogit)", built["revision"])
 
 
-def test_image_carries_oci_labels(image_config, built):
+def test_image_carries_oci_labels(image_config, built, asgi_server):
     labels = image_config["Labels"]
     assert labels["org.opencontainers.image.version"] == built["version"]
     assert labels["org.opencontainers.image.revision"] == built["revision"]
@@ -37,6 +50,8 @@ def test_image_carries_oci_labels(image_config, built):
     assert labels["org.opencontainers.image.title"].startswith("devops-channels stack")
     assert labels["org.devops-channels.profile"] == built["profile"]
     assert labels["org.devops-channels.redis"] == ("bundled" if built["bundle_redis"] else "external")
+    assert labels["org.devops-channels.suite"] == built["suite"]
+    assert f"nginx, {asgi_server} and uwsgi" in labels["org.opencontainers.image.description"]
 
 
 def test_image_exposes_http_and_checks_healthz(image_config, built):
@@ -48,13 +63,16 @@ def test_image_exposes_http_and_checks_healthz(image_config, built):
 
 def test_image_stops_with_sigterm_and_announces_its_stop_timeout(image_config):
     assert image_config["StopSignal"] == "SIGTERM"
-    # daphne (15 s) and uwsgi (35 s) stop one group after the other, then nginx: the timeout must cover them.
+    # The ASGI server (15 s) and uwsgi (35 s) stop one group after the other, then nginx: the timeout must cover them.
     assert int(image_config["Labels"]["org.devops-channels.stop-timeout"]) >= 15 + 35 + 10
 
 
-def test_image_starts_supervisord_through_the_entrypoint(image_config):
-    assert image_config["Entrypoint"] == ["/usr/local/bin/devops-entrypoint"]
-    assert not image_config["Cmd"]
+def test_image_starts_supervisord_through_the_entrypoint(image_config, paths):
+    # The app's entrypoint checks the environment, then execs CMD: supervisord in the foreground (PID 1).
+    assert image_config["Entrypoint"] == [paths["entrypoint"]]
+    supervisor = yaml.safe_load((ROOT / "roles/supervisor/vars/main.yml").read_text())
+    assert image_config["Cmd"] == supervisor["supervisor_command"]
+    assert image_config["Cmd"][0].endswith("/supervisord") and "--nodaemon" in image_config["Cmd"]
 
 
 def test_image_config_holds_no_secret(image_config):
@@ -62,25 +80,26 @@ def test_image_config_holds_no_secret(image_config):
     assert not names & set(SECRET_NAMES)
 
 
-def test_env_file_of_the_image_holds_no_secret(image):
-    content = docker("run", "--rm", "--entrypoint", "cat", image, "/etc/devops/devops.env").stdout
+def test_env_file_of_the_image_holds_no_secret(image, paths):
+    content = docker("run", "--rm", "--entrypoint", "cat", image, paths["env_file"]).stdout
     assert "DJANGO_SETTINGS_MODULE=" in content  # the file is there, with the non-secret settings
     for name in SECRET_NAMES:
         assert not re.search(rf"^{name}=", content, re.M), name
 
 
-def test_no_secret_of_the_local_inventory_is_in_the_image(image):
+def test_no_secret_of_the_local_inventory_is_in_the_image(image, paths):
     """The inventory generates secrets into .secrets/; none of them may have been baked in."""
     values = [p.read_text().strip() for p in (ROOT / ".secrets").rglob("*") if p.is_file()]
     values = [v for v in values if len(v) >= 16]
     if not values:
         pytest.skip("no generated secrets in .secrets/ to look for")
-    script = 'for s in "$@"; do grep -rqsF -- "$s" /etc /srv /usr/local /var/lib /root && echo FOUND; done; true'
+    dirs = " ".join(sorted({"/etc", "/srv", "/usr/local", "/var/lib", "/root", paths["root"], paths["env_file"]}))
+    script = f'for s in "$@"; do grep -rqsF -- "$s" {dirs} && echo FOUND; done; true'
     out = docker("run", "--rm", "--entrypoint", "sh", image, "-c", script, "sh", *values, timeout=120).stdout
     assert "FOUND" not in out
 
 
-def test_no_build_tools_in_the_image(image):
+def test_no_build_tools_in_the_image(image, paths):
     out = docker(
         "run",
         "--rm",
@@ -89,7 +108,7 @@ def test_no_build_tools_in_the_image(image):
         image,
         "-c",
         "for t in gcc cc c++ make patch git pip pip3; do command -v $t; done; "
-        "ls /srv/devops/venvs/*/bin/pip 2>/dev/null; ls /var/lib/apt/lists; true",
+        f"ls {paths['root']}/venvs/*/bin/pip 2>/dev/null; ls /var/lib/apt/lists; true",
     ).stdout
     assert out.split() == [], out
 
@@ -155,14 +174,14 @@ def test_websocket_round_trip_through_nginx(stack):
     assert frame["type"] == "message" and frame["source"] == "client" and frame["seq"] == 1
 
 
-def test_manage_push_reaches_a_connected_client(stack, tmp_path):
+def test_manage_push_reaches_a_connected_client(stack, tmp_path, paths):
     service = "image-" + uuid.uuid4().hex[:8]
     message = "pushed " + uuid.uuid4().hex
     ready = tmp_path / "ready"
     listener = subprocess.Popen(
         [
             "python3",
-            str(ROOT / "playbooks/files/wsprobe.py"),
+            str(WSPROBE),
             "listen",
             f"{stack['ws']}/ws/deploy/{service}/",
             "--count",
@@ -179,7 +198,8 @@ def test_manage_push_reaches_a_connected_client(stack, tmp_path):
     try:
         wait_until(lambda: ready.exists() or listener.poll() is not None, 15, what="the websocket client")
         assert ready.exists(), listener.communicate(timeout=5)
-        push = docker("exec", stack["name"], "devops-manage", "push", service, message, check=False, timeout=60)
+        manage = f"{paths['app_user']}-manage"  # the app role's wrapper of manage.py
+        push = docker("exec", stack["name"], manage, "push", service, message, check=False, timeout=60)
         assert push.returncode == 0, push.stdout + push.stderr
         out, err = listener.communicate(timeout=30)
     finally:
@@ -202,7 +222,7 @@ def test_http_push_endpoint_uses_the_runtime_token(stack, app_secrets):
         assert response.status == 202
 
 
-def test_only_what_binds_port_80_runs_as_root(stack):
+def test_only_what_binds_port_80_runs_as_root(stack, asgi_server, paths):
     lines = docker("exec", stack["name"], "ps", "-eo", "user:20,pid,ppid,comm", "--no-headers").stdout.splitlines()
     processes = [line.split() for line in lines]
     by_name = {}
@@ -212,24 +232,26 @@ def test_only_what_binds_port_80_runs_as_root(stack):
     nginx_root = [p for p in by_name["nginx"] if p[0] == "root"]
     assert len(nginx_root) == 1 and nginx_root[0][2] == 1  # the master, child of supervisord
     assert all(user == "www-data" for user, _, ppid in by_name["nginx"] if ppid != 1)
-    for program in ("daphne", "uwsgi"):
-        assert by_name[program] and all(user == "devops" for user, _, _ in by_name[program]), by_name[program]
+    for program in (asgi_server, "uwsgi"):
+        assert by_name.get(program) and all(user == paths["user"] for user, _, _ in by_name[program]), by_name
     assert all(user == "redis" for user, _, _ in by_name.get("redis-server", []))
     root = {comm for user, _, _, comm in processes if user == "root"} - {"ps"}
     assert root == {"supervisord", "nginx"}
 
 
-def test_env_file_is_written_at_start_for_the_app_user_only(stack, built):
-    out = docker("exec", stack["name"], "stat", "-c", "%U %G %a", "/etc/devops/devops.env").stdout.split()
-    assert out == ["devops", "devops", "640"]
-    names = docker("exec", stack["name"], "sed", "-n", "s/=.*//p", "/etc/devops/devops.env").stdout.split()
+def test_env_file_is_written_at_start_for_the_app_user_only(stack, built, paths):
+    out = docker("exec", stack["name"], "stat", "-c", "%U %G %a", paths["env_file"]).stdout.split()
+    assert out == [paths["app_user"], paths["app_user"], "640"]
+    names = docker("exec", stack["name"], "sed", "-n", "s/=.*//p", paths["env_file"]).stdout.split()
     redis = "REDIS_PASSWORD" if built["bundle_redis"] else "REDIS_URL"
     assert {"DJANGO_SECRET_KEY", redis, "DEPLOY_PUSH_TOKEN"} <= set(names)
 
 
-def test_socket_dir_is_shared_with_nginx_only(stack):
-    out = docker("exec", stack["name"], "stat", "-c", "%U %G %a", "/run/devops").stdout.split()
-    assert out == ["devops", "www-data", "2750"]
+def test_socket_dir_is_shared_with_nginx_only(stack, asgi_server, paths):
+    out = docker("exec", stack["name"], "stat", "-c", "%U %G %a", paths["run_dir"]).stdout.split()
+    assert out == [paths["user"], "www-data", "2750"]
+    sockets = docker("exec", stack["name"], "sh", "-c", f"ls {paths['run_dir']}").stdout.split()
+    assert f"{asgi_server}-0.sock" in sockets and "uwsgi.sock" in sockets, sockets
 
 
 # --- push to a registry -----------------------------------------------------------------------------------------
@@ -238,7 +260,7 @@ def test_socket_dir_is_shared_with_nginx_only(stack):
 def test_push_to_a_local_registry(built, image, registry):
     result = subprocess.run(
         [
-            str(ROOT / ".venv/bin/ansible-playbook"),
+            str(VENV_BIN / "ansible-playbook"),
             "playbooks/image-push.yml",
             "-e",
             f"image_push_registry={registry}",
@@ -251,11 +273,7 @@ def test_push_to_a_local_registry(built, image, registry):
         capture_output=True,
         text=True,
         timeout=300,
-        env={
-            "PATH": f"{ROOT}/.venv/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-            "HOME": "/root",
-        },
+        env=ansible_env(),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     repository, tag = image.rsplit(":", 1)
@@ -275,9 +293,11 @@ def test_push_to_a_local_registry(built, image, registry):
 # --- last: the graceful stop ---------------------------------------------------------------------------------------
 
 
-def test_docker_stop_is_graceful(stack, built):
+def test_docker_stop_is_graceful(stack, built, asgi_server):
     name = stack["name"]
-    daphnes = int(docker("exec", name, "sh", "-c", "supervisorctl status | grep -c '^daphne:'").stdout)
+    # The ASGI processes: group <server> (the asgi role's program name), processes <server>-0 .. -N-1.
+    servers = int(docker("exec", name, "sh", "-c", f"supervisorctl status | grep -c '^{asgi_server}:'").stdout)
+    assert servers >= 1
     started = time.monotonic()
     docker("stop", name, timeout=stack["stop_timeout"] + 30)
     elapsed = time.monotonic() - started
@@ -289,7 +309,9 @@ def test_docker_stop_is_graceful(stack, built):
     assert "SIGKILL" not in log
     stopped = dict(re.findall(r"stopped: (\S+) \((exit status \d+|terminated by \w+)\)", log))
     expected = (
-        {"nginx", "uwsgi"} | {f"daphne-{n}" for n in range(daphnes)} | ({"redis"} if built["bundle_redis"] else set())
+        {"nginx", "uwsgi"}
+        | {f"{asgi_server}-{n}" for n in range(servers)}
+        | ({"redis"} if built["bundle_redis"] else set())
     )
     assert set(stopped) == expected, stopped
     assert all(how in ("exit status 0", "terminated by SIGTERM") for how in stopped.values()), stopped
