@@ -32,7 +32,7 @@ def test_the_venv_has_the_profile_of_the_host(host, layout):
 
 
 def test_the_layout_follows_the_project_name(host, layout):
-    """Every path and the user derive from devops_project (a host of another name shares nothing with devops)."""
+    """Every path and the user derive from devops_project (a host of another name has nothing at devops' paths)."""
     name = layout["project"]
     assert (layout["user"], layout["root"], layout["run_dir"]) == (name, f"/srv/{name}", f"/run/{name}")
     assert host.file(f"{layout['root']}/current").is_symlink
