@@ -33,10 +33,13 @@ SECRET_NAMES = ("DJANGO_SECRET_KEY", "REDIS_PASSWORD", "REDIS_URL", "DEPLOY_PUSH
 # --- the image ----------------------------------------------------------------------------------------------
 
 
-def test_tag_names_app_version_profile_and_revision(built):
+def test_tag_names_app_version_variant_and_revision(built, asgi_server):
+    """<version>-<profile>[-<server> when not daphne][-redis]-<revision>."""
     repository, tag = built["ref"].rsplit(":", 1)
     assert repository == "devops-channels/stack"
-    variant = built["profile"] + ("-redis" if built["bundle_redis"] else "")
+    server = "" if asgi_server == "daphne" else f"-{asgi_server}"
+    variant = built["profile"] + server + ("-redis" if built["bundle_redis"] else "")
+    assert built["variant"] == variant
     assert tag == f"{built['version']}-{variant}-{built['revision']}"
     assert re.fullmatch(r"[0-9a-f]{12}", built["version"])
     assert re.fullmatch(r"([0-9a-f]{12}(-dirty)?|nogit)", built["revision"])
