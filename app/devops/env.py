@@ -142,8 +142,11 @@ def database_from_url(url):
     )
 
 
-def channel_layers(kind, redis_url, group_expiry, capacity):
-    """Build ``CHANNEL_LAYERS`` for ``CHANNEL_LAYER`` = redis, redis-pubsub or memory."""
+def channel_layers(kind, redis_url, group_expiry, capacity, prefix="asgi"):
+    """Build ``CHANNEL_LAYERS`` for ``CHANNEL_LAYER`` = redis, redis-pubsub or memory.
+
+    ``prefix`` names the Redis keys and channels: projects sharing a Redis stay apart.
+    """
     if kind == "memory":
         config = {"group_expiry": group_expiry, "capacity": capacity}
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": config}}
@@ -153,14 +156,14 @@ def channel_layers(kind, redis_url, group_expiry, capacity):
             raise ImproperlyConfigured(
                 "CHANNEL_LAYER=redis-pubsub needs channels-redis >= 3.3; use CHANNEL_LAYER=redis"
             )
-        # The pub/sub layer keeps no queues and no group expiry: only the hosts apply.
+        # The pub/sub layer keeps no queues and no group expiry: only hosts and prefix apply.
         return {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": hosts},
+                "CONFIG": {"hosts": hosts, "prefix": prefix},
             }
         }
-    config = {"hosts": hosts, "group_expiry": group_expiry, "capacity": capacity}
+    config = {"hosts": hosts, "prefix": prefix, "group_expiry": group_expiry, "capacity": capacity}
     return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}}
 
 

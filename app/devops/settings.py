@@ -94,6 +94,7 @@ CHANNEL_LAYERS = channel_layers(
     env.redis_url(),
     group_expiry=env.integer("CHANNELS_GROUP_EXPIRY", 86400, minimum=1),
     capacity=env.integer("CHANNELS_CAPACITY", 100, minimum=1),
+    prefix=env.string("CHANNELS_PREFIX", "asgi"),
 )
 
 # The deploy app.

@@ -122,9 +122,15 @@ def test_bad_redis_port():
 
 def test_redis_layer():
     url = "rediss://:s%40cret@cache.example.org:6380/1"
-    assert channel_layers("redis", url, group_expiry=600, capacity=50)["default"] == {
+    layer = channel_layers("redis", url, group_expiry=600, capacity=50, prefix="chat")["default"]
+    assert layer == {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": compat.channel_layer_hosts(url), "group_expiry": 600, "capacity": 50},
+        "CONFIG": {
+            "hosts": compat.channel_layer_hosts(url),
+            "prefix": "chat",
+            "group_expiry": 600,
+            "capacity": 50,
+        },
     }
 
 
@@ -132,7 +138,7 @@ def test_redis_layer():
 def test_pubsub_layer():
     assert channel_layers("redis-pubsub", "redis://h:1/0", 600, 50)["default"] == {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": ["redis://h:1/0"]},
+        "CONFIG": {"hosts": ["redis://h:1/0"], "prefix": "asgi"},
     }
 
 
@@ -205,6 +211,7 @@ def test_production_defaults(monkeypatch, tmp_path):
     layer = settings["CHANNEL_LAYERS"]["default"]
     assert layer["CONFIG"] == {
         "hosts": compat.channel_layer_hosts("redis://:pw@127.0.0.1:6379/0"),
+        "prefix": "asgi",
         "group_expiry": 86400,
         "capacity": 100,
     }
