@@ -5,6 +5,8 @@
     wsprobe.py listen URL --count N [--timeout S]   print N received frames as JSON lines
     wsprobe.py send URL MESSAGE                     send one message and wait for its echo
 
+Frames are JSON objects {"message": "..."}; --field names another key.
+
 URL is ws://host[:port]/path (TLS via wss:// with the system CAs, or --insecure; --unix PATH talks
 to a unix socket, such as one daphne process's, instead of TCP). Standard library only, so it runs
 with any host's /usr/bin/python3.
@@ -124,11 +126,11 @@ class WebSocket:
         self.sock.close()
 
 
-def wait_for(ws, message):
-    """Read frames until the one carrying `message`; return it as a dict."""
+def wait_for(ws, message, field="message"):
+    """Read frames until the one whose `field` is `message`; return it as a dict."""
     while True:
         frame = json.loads(ws.recv_text())
-        if frame.get("message") == message:
+        if frame.get(field) == message:
             return frame
 
 
@@ -143,6 +145,7 @@ def main(argv=None):
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--unix", metavar="PATH", help="connect to this unix socket (a daphne's) instead of TCP")
     parser.add_argument("--ready-file", help="listen: create this file once connected")
+    parser.add_argument("--field", default="message", help='the frame key: {"<field>": "..."}')
     args = parser.parse_args(argv)
     try:
         ws = WebSocket(args.url, args.timeout, args.origin, args.insecure, args.unix)
@@ -154,8 +157,8 @@ def main(argv=None):
         else:
             message = args.message or f"probe-{uuid.uuid4().hex}"
             started = time.monotonic()
-            ws.send_text(json.dumps({"message": message}))
-            frame = wait_for(ws, message)
+            ws.send_text(json.dumps({args.field: message}))
+            frame = wait_for(ws, message, args.field)
             frame["roundtrip_ms"] = round((time.monotonic() - started) * 1000, 1)
             print(json.dumps(frame), flush=True)
         ws.close()

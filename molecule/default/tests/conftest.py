@@ -27,4 +27,4 @@ def layout(host):
 def asgi_count(host, layout):
     """How many ASGI server processes supervisor runs."""
     status = host.check_output("supervisorctl status")
-    return sum(1 for line in status.splitlines() if line.startswith(layout["server"] + ":"))
+    return sum(1 for line in status.splitlines() if line.startswith(layout["program"] + ":"))

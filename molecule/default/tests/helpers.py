@@ -14,6 +14,8 @@ LAYOUT_VARIABLES = {
     "log_dir": "devops_log_dir",
     "env_file": "devops_env_file",
     "server": "asgi_server | default('daphne')",
+    "program": "asgi_program_prefix ~ asgi_server | default('daphne')",
+    "uwsgi_program": "uwsgi_program_name",
     "profile": "app_profile | default('modern')",
 }
 

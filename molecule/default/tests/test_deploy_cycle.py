@@ -72,12 +72,24 @@ def test_deploy_then_rollback(tmp_path):
 
     current = read_layout(host)["root"] + "/current"
     before = host.check_output("readlink %s", current)
-    uwsgi_master = host.check_output("supervisorctl pid uwsgi")
-    playbook("-e", "app_source_type=dir", "-e", f"app_source_dir={source}")
+    uwsgi = read_layout(host)["uwsgi_program"]
+    uwsgi_master = host.check_output("supervisorctl pid %s", uwsgi)
+    # A copy of the bundled app is a project that reads its own environment: no overlay, its own health view and
+    # requirements file, and the push token it reads passed as an extra variable.
+    variables = tmp_path / "vars.yml"
+    variables.write_text(
+        "app_source_type: dir\n"
+        f"app_source_dir: {source}\n"
+        "app_settings_overlay: false\n"
+        "app_health_served: project\n"
+        "app_requirements_file: requirements/{{ app_profile }}.txt\n"
+        "app_extra_env: {DEPLOY_PUSH_TOKEN: '{{ app_push_token }}'}\n"
+    )
+    playbook("-e", f"@{variables}")
     after = host.check_output("readlink %s", current)
     assert after != before
     wait_for_index(host, True, marker)
-    assert host.check_output("supervisorctl pid uwsgi") == uwsgi_master, "uwsgi was restarted, not chain-reloaded"
+    assert host.check_output("supervisorctl pid %s", uwsgi) == uwsgi_master, "uwsgi was restarted, not chain-reloaded"
     assert host.run("/usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/after-deploy/").rc == 0
 
     output = playbook("-e", "app_rollback=true")

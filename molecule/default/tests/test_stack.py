@@ -69,7 +69,7 @@ def test_sockets_have_the_owner_and_mode_nginx_needs(host, layout, asgi_count):
     assert uwsgi.is_socket and uwsgi.user == user and uwsgi.group == "www-data"
     assert uwsgi.mode & 0o060 == 0o060 and uwsgi.mode & 0o007 == 0
     for n in range(asgi_count):
-        sock = host.file(f"{run_dir}/{layout['server']}-{n}.sock")
+        sock = host.file(f"{run_dir}/{layout['program']}-{n}.sock")
         assert sock.is_socket and sock.user == user and sock.group == "www-data"
 
 
@@ -103,13 +103,13 @@ def test_redis_listens_on_loopback_only(host):
 
 def test_every_asgi_and_uwsgi_process_is_running(host, layout, asgi_count):
     """The chosen server only: the other one is not registered with supervisor."""
-    server = layout["server"]
+    program = layout["program"]
     status = host.check_output("supervisorctl status")
     lines = [line.split() for line in status.splitlines()]
     assert asgi_count == int(host.check_output("nproc"))
     assert {name: state for name, state, *_ in lines} == {
-        **{f"{server}:{server}-{n}": "RUNNING" for n in range(asgi_count)},
-        "uwsgi": "RUNNING",
+        **{f"{program}:{program}-{n}": "RUNNING" for n in range(asgi_count)},
+        layout["uwsgi_program"]: "RUNNING",
     }
 
 
@@ -149,7 +149,7 @@ def test_websocket_is_answered_by_the_asgi_server(host, layout, service):
     out = host.check_output("/usr/local/bin/wsprobe roundtrip %s", WS.format(service=service))
     assert frames(out)[0]["service"] == service
     # daphne writes an access log file per process; uvicorn logs requests to the process log.
-    logs = host.check_output("cat %s/%s-*.log", layout["log_dir"], layout["server"])
+    logs = host.check_output("cat %s/%s-*.log", layout["log_dir"], layout["program"])
     assert f"/ws/deploy/{service}/" in logs
 
 
@@ -176,7 +176,7 @@ cat {service}.a.out; echo ---; cat {service}.b.out
 
 
 def test_asgi_process_comes_back_after_kill_9_and_serves_pushes(host, layout, service):
-    server, manage = layout["server"], f"{layout['project']}-manage"
+    server, manage = layout["program"], f"{layout['project']}-manage"
     before = host.check_output(f"supervisorctl pid {server}:{server}-0").strip()
     host.check_output(f"kill -9 {before}")
     for _ in range(60):
@@ -238,7 +238,7 @@ cat {service}.*.out
 def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, layout, service):
     """With Redis down, group_add raises in connect(): the client must be turned away at once, and the
     error logged (the CancelledError defect of the legacy pins left it hanging with nothing logged)."""
-    logs = f"{layout['log_dir']}/{layout['server']}-[0-9].log"
+    logs = f"{layout['log_dir']}/{layout['program']}-[0-9].log"
     marker = {"daphne": "Exception inside application", "uvicorn": "Exception in ASGI application"}[layout["server"]]
     errors = f"cat {logs} | grep -c '{marker}' || true"
     before = int(host.check_output(errors))
