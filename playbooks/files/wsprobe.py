@@ -30,7 +30,7 @@ class Closed(Exception):
 
 
 class WebSocket:
-    def __init__(self, url, timeout, origin=None, insecure=False, unix=None):
+    def __init__(self, url, timeout, origin=None, insecure=False, unix=None, host=None):
         parts = urlsplit(url)
         secure = parts.scheme == "wss"
         port = parts.port or (443 if secure else 80)
@@ -50,7 +50,7 @@ class WebSocket:
         self.sock = sock
         self.buffer = b""
         key = base64.b64encode(os.urandom(16)).decode()
-        host = parts.netloc.rsplit("@", 1)[-1]
+        host = host or parts.netloc.rsplit("@", 1)[-1]
         origin = origin or "{}://{}".format("https" if secure else "http", host)
         request = (
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -145,10 +145,11 @@ def main(argv=None):
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--unix", metavar="PATH", help="connect to this unix socket (a daphne's) instead of TCP")
     parser.add_argument("--ready-file", help="listen: create this file once connected")
+    parser.add_argument("--host", help="the Host header (and origin), when the URL names an address")
     parser.add_argument("--field", default="message", help='the frame key: {"<field>": "..."}')
     args = parser.parse_args(argv)
     try:
-        ws = WebSocket(args.url, args.timeout, args.origin, args.insecure, args.unix)
+        ws = WebSocket(args.url, args.timeout, args.origin, args.insecure, args.unix, args.host)
         if args.command == "listen":
             if args.ready_file:
                 open(args.ready_file, "w").close()
