@@ -1,8 +1,11 @@
 """Helpers of the stack's testinfra checks (they run inside each converged host)."""
 
 import json
+import os
+import subprocess
 
 WS = "ws://localhost/ws/deploy/{service}/"
+PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 # What the checks need to know of a host, asked from Ansible with the host's own inventory values, so that a host
 # with another project name, user or ASGI server is checked against its own layout.
@@ -62,3 +65,33 @@ while True:
 print(sum(w["requests"] for w in json.loads(data)["workers"]))
 """
     return int(host.check_output("python3 -c %s %s", script, stats_socket))
+
+
+def playbook(name, host, *extra, check=True):
+    """Run playbooks/<name> from the controller against molecule's inventory, limited to `host`, from the
+    repository (as the README does); returns the completed process."""
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            "--limit",
+            host,
+            os.path.join(PROJECT, "playbooks", name),
+            *extra,
+        ],
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=PROJECT,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return result
+
+
+def recap(output, host):
+    """{"ok": n, "changed": n, ...} from the PLAY RECAP line of `host`."""
+    line = next(line for line in output.splitlines() if line.startswith(host + " ") and "changed=" in line)
+    return {key: int(value) for key, value in (item.split("=") for item in line.split(":", 1)[1].split())}

@@ -6,41 +6,22 @@ Runs ansible-playbook from the controller against molecule's inventory, on one h
 
 import os
 import shutil
-import subprocess
 import time
 import uuid
 
 import pytest
 import testinfra
-from helpers import read_layout
+from helpers import PROJECT, playbook, read_layout
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MOLECULE_SCENARIO_NAME", "default") != "default", reason="runs once, in the default scenario"
 )
 
-PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 HOST = "devops-molecule-bookworm"
 
 
-def playbook(*extra):
-    result = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            "--limit",
-            HOST,
-            os.path.join(PROJECT, "playbooks", "deploy.yml"),
-            *extra,
-        ],
-        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=PROJECT,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    return result.stdout
+def deploy(*extra):
+    return playbook("deploy.yml", HOST, *extra).stdout
 
 
 def index(host):
@@ -85,14 +66,14 @@ def test_deploy_then_rollback(tmp_path):
         "app_requirements_file: requirements/{{ app_profile }}.txt\n"
         "app_extra_env: {DEPLOY_PUSH_TOKEN: '{{ app_push_token }}'}\n"
     )
-    playbook("-e", f"@{variables}")
+    deploy("-e", f"@{variables}")
     after = host.check_output("readlink %s", current)
     assert after != before
     wait_for_index(host, True, marker)
     assert host.check_output("supervisorctl pid %s", uwsgi) == uwsgi_master, "uwsgi was restarted, not chain-reloaded"
     assert host.run("/usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/after-deploy/").rc == 0
 
-    output = playbook("-e", "app_rollback=true")
+    output = deploy("-e", "app_rollback=true")
     assert host.check_output("readlink %s", current) == before, output[-3000:]
     wait_for_index(host, False, marker)
     assert host.run("/usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/after-rollback/").rc == 0

@@ -103,9 +103,11 @@ def test_redis_listens_on_loopback_only(host):
 
 def test_every_asgi_and_uwsgi_process_is_running(host, layout, asgi_count):
     """The chosen server only: the other one is not registered with supervisor."""
-    program = layout["program"]
+    program, prefix = layout["program"], layout["program"][: -len(layout["server"])]
+    ours = {prefix + name for name in ("daphne", "uvicorn", "uwsgi")}
     status = host.check_output("supervisorctl status")
-    lines = [line.split() for line in status.splitlines()]
+    # Another project on the host (test_own_project) has programs of its own prefix.
+    lines = [line.split() for line in status.splitlines() if line.split(":")[0].split()[0] in ours]
     assert asgi_count == int(host.check_output("nproc"))
     assert {name: state for name, state, *_ in lines} == {
         **{f"{program}:{program}-{n}": "RUNNING" for n in range(asgi_count)},
