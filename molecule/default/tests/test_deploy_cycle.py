@@ -64,7 +64,7 @@ def test_deploy_then_rollback(tmp_path):
         "app_settings_overlay: false\n"
         "app_health_served: project\n"
         "app_requirements_file: requirements/{{ app_profile }}.txt\n"
-        "app_extra_env: {DEPLOY_PUSH_TOKEN: '{{ app_push_token }}'}\n"
+        "app_extra_env: {DEPLOY_MAX_MESSAGE_BYTES: 65536, DEPLOY_PUSH_TOKEN: '{{ app_push_token }}'}\n"
     )
     deploy("-e", f"@{variables}")
     after = host.check_output("readlink %s", current)

@@ -23,7 +23,7 @@ async def _answer_health(send):
 
 if not health.PATH:
     application = project_application
-elif int(asgiref.__version__.split(".")[0]) >= 3:
+elif int(getattr(asgiref, "__version__", "2").split(".")[0]) >= 3:
     from asgiref.compatibility import guarantee_single_callable
 
     _inner = guarantee_single_callable(project_application)
