@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 import testinfra
-from helpers import PROJECT, frames, playbook, recap
+from helpers import PROJECT, frames, http_get, playbook, recap
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MOLECULE_SCENARIO_NAME", "default") != "default", reason="runs once, in the default scenario"
@@ -92,8 +92,8 @@ def test_page_and_static_files(chat, deployed):
 def test_the_toolkit_answers_the_health_path(chat, deployed):
     assert get(chat, "/healthz") == (200, "ok")
     for n in range(2):
-        out = chat.check_output(f"curl -s --unix-socket {RUN_DIR}/chat-daphne-{n}.sock http://{SITE}/healthz")
-        assert out == "ok"
+        status, _, body = http_get(chat, "/healthz", unix=f"{RUN_DIR}/chat-daphne-{n}.sock")
+        assert (status, body) == (200, "ok\n")
 
 
 def test_websocket_round_trip_between_clients_on_different_processes(chat, deployed):
