@@ -210,17 +210,17 @@ def test_a_release_that_does_not_import_never_becomes_current(chat, deployed, tm
 
 def test_a_restart_a_failed_run_left_undone_happens_on_the_next_run(chat, deployed):
     """A run that failed after `current` moved never restarted the processes: the next run does."""
-    record = f"{ROOT}/chat-daphne.release"
-    recorded = chat.check_output("cat %s", record)
+    records = {name: f"{ROOT}/{name}.release" for name in ("chat-daphne", "chat-uwsgi")}
+    recorded = {name: chat.check_output("cat %s", path) for name, path in records.items()}
     before = pids(chat)
     # A run that changes nothing leaves the processes alone...
     playbook("deploy.yml", HOST, "-e", f"@{VARIABLES}")
     assert pids(chat) == before
-    # ...and one that finds them started with another release restarts them.
-    chat.check_output("echo %s > %s", f"{ROOT}/releases/older {recorded.split()[1]}", record)
+    # ...and one that finds them started with another release (daphne) or venv (uwsgi) restarts them.
+    release, venv = recorded["chat-daphne"].split()
+    chat.check_output("echo %s > %s", f"{ROOT}/releases/older {venv}", records["chat-daphne"])
+    chat.check_output("echo %s > %s", f"{release} {ROOT}/venvs/older", records["chat-uwsgi"])
     output = playbook("deploy.yml", HOST, "-e", f"@{VARIABLES}").stdout
     after = pids(chat)
-    daphnes = [name for name in before if name.startswith("chat-daphne:")]
-    assert daphnes and all(after[name] != before[name] for name in daphnes), output[-3000:]
-    assert after["chat-uwsgi"] == before["chat-uwsgi"]
-    assert chat.check_output("cat %s", record) == recorded
+    assert all(after[name] != before[name] for name in before), output[-3000:]
+    assert {name: chat.check_output("cat %s", path) for name, path in records.items()} == recorded
