@@ -167,7 +167,10 @@ def test_two_projects_share_the_host_without_sharing_state(chat, deployed):
     chat_env = chat.file("/etc/chat/chat.env").content_string
     bundled_env = chat.file("/etc/devops/devops.env").content_string
     assert "CHANNELS_PREFIX=chat" in chat_env and "CHANNELS_PREFIX=devops" in bundled_env
-    assert "DEPLOY_PUSH_TOKEN" not in chat_env and "DJANGO_SETTINGS_MODULE=devops_toolkit.settings" in chat_env
+    assert "DEPLOY_PUSH_TOKEN" not in chat_env
+    release_env = chat.file(f"{ROOT}/current/toolkit/release.env").content_string
+    assert "DJANGO_SETTINGS_MODULE=devops_toolkit.settings" in release_env
+    assert "DEVOPS_PROJECT_SETTINGS=mysite.settings" in release_env
     assert chat.file("/etc/nginx/sites-enabled/chat.conf").exists
 
 
