@@ -55,9 +55,9 @@ def test_prometheus_exporter_answers_on_loopback_only(lb, settings, lb_address):
         "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())",
         f"http://{bind}/metrics",
     )
-    assert 'haproxy_server_status{proxy="app"' in metrics
+    assert "haproxy_process_" in metrics and 'proxy="app"' in metrics
     outside = lb.run(
-        "python3 -c %s %s",
+        "python3 -c %s %s %s",
         "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)",
         lb_address,
         port,
