@@ -17,7 +17,9 @@ INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 @pytest.fixture(scope="session")
 def groups():
     """{group: [host, ...]} of molecule's inventory."""
-    listing = json.loads(subprocess.check_output(["ansible-inventory", "-i", INVENTORY, "--list"], text=True))
+    local = os.path.join(os.path.dirname(sys.executable), "ansible-inventory")
+    command = local if os.path.exists(local) else "ansible-inventory"
+    listing = json.loads(subprocess.check_output([command, "-i", INVENTORY, "--list"], text=True))
     return {name: entry.get("hosts", []) for name, entry in listing.items() if isinstance(entry, dict)}
 
 
