@@ -8,10 +8,12 @@ import sys
 
 import pytest
 import testinfra
+import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
+PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +58,11 @@ def settings(lb):
         "haproxy_tunnel_timeout",
         "devops_websocket_timeout",
     ]
-    expression = ", ".join(f"{name!r}: {name}" for name in names)
+    # Role defaults are not inventory variables: each name falls back to the role's own default.
+    with open(os.path.join(PROJECT, "roles", "haproxy", "defaults", "main.yml")) as defaults_file:
+        defaults = yaml.safe_load(defaults_file)
+    fallback = {name: f" | default({json.dumps(defaults[name])})" if name in defaults else "" for name in names}
+    expression = ", ".join(f"{name!r}: {name}{fallback[name]}" for name in names)
     result = lb.ansible("ansible.builtin.debug", "msg={{ {" + expression + "} | to_json }}", check=False)
     return json.loads(result["msg"]) if isinstance(result["msg"], str) else result["msg"]
 
