@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 import testinfra
-from helpers import PROJECT, frames, playbook, recap
+from helpers import PROJECT, frames, http_get, playbook, recap
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MOLECULE_SCENARIO_NAME", "default") != "default", reason="runs once, in the default scenario"
@@ -92,8 +92,8 @@ def test_page_and_static_files(chat, deployed):
 def test_the_toolkit_answers_the_health_path(chat, deployed):
     assert get(chat, "/healthz") == (200, "ok")
     for n in range(2):
-        out = chat.check_output(f"curl -s --unix-socket {RUN_DIR}/chat-daphne-{n}.sock http://{SITE}/healthz")
-        assert out == "ok"
+        status, _, body = http_get(chat, "/healthz", unix=f"{RUN_DIR}/chat-daphne-{n}.sock")
+        assert (status, body) == (200, "ok\n")
 
 
 def test_websocket_round_trip_between_clients_on_different_processes(chat, deployed):
@@ -167,7 +167,10 @@ def test_two_projects_share_the_host_without_sharing_state(chat, deployed):
     chat_env = chat.file("/etc/chat/chat.env").content_string
     bundled_env = chat.file("/etc/devops/devops.env").content_string
     assert "CHANNELS_PREFIX=chat" in chat_env and "CHANNELS_PREFIX=devops" in bundled_env
-    assert "DEPLOY_PUSH_TOKEN" not in chat_env and "DJANGO_SETTINGS_MODULE=devops_toolkit.settings" in chat_env
+    assert "DEPLOY_PUSH_TOKEN" not in chat_env
+    release_env = chat.file(f"{ROOT}/current/toolkit/release.env").content_string
+    assert "DJANGO_SETTINGS_MODULE=devops_toolkit.settings" in release_env
+    assert "DEVOPS_PROJECT_SETTINGS=mysite.settings" in release_env
     assert chat.file("/etc/nginx/sites-enabled/chat.conf").exists
 
 
@@ -210,17 +213,17 @@ def test_a_release_that_does_not_import_never_becomes_current(chat, deployed, tm
 
 def test_a_restart_a_failed_run_left_undone_happens_on_the_next_run(chat, deployed):
     """A run that failed after `current` moved never restarted the processes: the next run does."""
-    record = f"{ROOT}/chat-daphne.release"
-    recorded = chat.check_output("cat %s", record)
+    records = {name: f"{ROOT}/{name}.release" for name in ("chat-daphne", "chat-uwsgi")}
+    recorded = {name: chat.check_output("cat %s", path) for name, path in records.items()}
     before = pids(chat)
     # A run that changes nothing leaves the processes alone...
     playbook("deploy.yml", HOST, "-e", f"@{VARIABLES}")
     assert pids(chat) == before
-    # ...and one that finds them started with another release restarts them.
-    chat.check_output("echo %s > %s", f"{ROOT}/releases/older {recorded.split()[1]}", record)
+    # ...and one that finds them started with another release (daphne) or venv (uwsgi) restarts them.
+    release, venv = recorded["chat-daphne"].split()
+    chat.check_output("echo %s > %s", f"{ROOT}/releases/older {venv}", records["chat-daphne"])
+    chat.check_output("echo %s > %s", f"{release} {ROOT}/venvs/older", records["chat-uwsgi"])
     output = playbook("deploy.yml", HOST, "-e", f"@{VARIABLES}").stdout
     after = pids(chat)
-    daphnes = [name for name in before if name.startswith("chat-daphne:")]
-    assert daphnes and all(after[name] != before[name] for name in daphnes), output[-3000:]
-    assert after["chat-uwsgi"] == before["chat-uwsgi"]
-    assert chat.check_output("cat %s", record) == recorded
+    assert all(after[name] != before[name] for name in before), output[-3000:]
+    assert {name: chat.check_output("cat %s", path) for name, path in records.items()} == recorded

@@ -8,3 +8,26 @@
 
 Only the standard library and Django are imported here, so any Django >= 1.11 project can run it.
 """
+
+import os
+import shlex
+
+
+def _load_release_environment():
+    """Set the variables of this release's release.env (next to this package) in the environment.
+
+    bin/run reads the file when a process starts; a uwsgi chain reload forks new workers from the old
+    master, with the old release's values. Importing the package from the new release reads its own.
+    """
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "release.env")
+    if not os.path.exists(path):
+        return
+    with open(path) as file:
+        for line in file:
+            words = shlex.split(line, comments=True)
+            if words and "=" in words[0]:
+                name, _, value = words[0].partition("=")
+                os.environ[name] = value
+
+
+_load_release_environment()
