@@ -4,6 +4,7 @@ import csv
 import http.client
 import io
 import json
+import time
 
 # Run on the balancer with its own python3: one command on the admin socket (Debian's path), the answer on stdout.
 ADMIN = r"""
@@ -57,3 +58,13 @@ def get(address, port, path="/", host="localhost", timeout=5):
         return response.status
     finally:
         conn.close()
+
+
+def wait_for_status(lb, name, status, limit):
+    """Seconds until `show stat` reports server `name` in `status` (UP, DOWN); fails after `limit` seconds."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if servers(lb)[name]["status"].split()[0] == status:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"{name} not {status} after {limit} s: {servers(lb)[name]['status']}")

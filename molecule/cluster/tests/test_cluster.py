@@ -6,19 +6,9 @@ import threading
 import time
 import uuid
 
-from helpers import admin, get, get_from, servers
+from helpers import admin, get, get_from, servers, wait_for_status
 
 WSPROBE = "/usr/local/bin/wsprobe"  # copied to the balancer by smoke.yml
-
-
-def wait_for_status(lb, name, status, limit):
-    """Seconds until `show stat` reports server `name` in `status` (UP, DOWN); fails after `limit` seconds."""
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        if servers(lb)[name]["status"].split()[0] == status:
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"{name} not {status} after {limit} s: {servers(lb)[name]['status']}")
 
 
 # --- configuration -------------------------------------------------------------------------------------------
