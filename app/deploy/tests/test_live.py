@@ -32,6 +32,7 @@ pytestmark = pytest.mark.live
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_PASSWORD = "live/pass@word"  # URL-special characters: exercises the quoting
 PUSH_TOKEN = "live-push-token"
+LIVE_NODE = "live-node"
 START_TIMEOUT = 30
 
 
@@ -137,6 +138,7 @@ def live_env(redis_url, tmp_path_factory):
         "DJANGO_HTTPS": "false",
         "DJANGO_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "DEPLOY_PUSH_TOKEN": PUSH_TOKEN,
+        "DEPLOY_NODE": LIVE_NODE,
     }
 
 
@@ -176,24 +178,34 @@ def service():
     return f"live-{uuid.uuid4().hex[:12]}"
 
 
+#: The hello frame of each client that open_client opened.
+hellos = {}
+
+
 @pytest.fixture
 async def open_client(daphne):
-    """``await open_client(service)``: a websocket client of daphne, closed after the test."""
+    """``await open_client(service)``: a websocket client of daphne, closed after the test.
+
+    The client's ``hello`` frame (the history is on) has been read: ``hellos[client]``.
+    """
     clients = []
 
-    async def open_one(service):
+    async def open_one(service, query=""):
         client = await websocket_connect(
-            f"ws://{daphne}/ws/deploy/{service}/",
+            f"ws://{daphne}/ws/deploy/{service}/" + (f"?{query}" if query else ""),
             origin=f"http://{daphne}",
             open_timeout=TIMEOUT,
             close_timeout=TIMEOUT,
         )
         clients.append(client)
+        hellos[client] = await receive(client)
+        assert hellos[client]["type"] == "hello", hellos[client]
         return client
 
     yield open_one
     for client in clients:
         await client.close()
+        hellos.pop(client, None)
 
 
 async def receive(client):
