@@ -102,7 +102,9 @@ class DeployConsumer(AsyncWebsocketConsumer):
 
     def position(self):
         """``(after, epoch)`` from the URL's query, None without ``after``; ``InvalidInput``."""
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        query = parse_qs(
+            self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
         if "after" not in query:
             return None
         after = history.parse_id(query["after"][-1])
