@@ -94,8 +94,9 @@ class Entry(NamedTuple):
 class Snapshot(NamedTuple):
     """What a stream holds after a position, read at once.
 
-    ``epoch`` is ``""`` when the service has no stream (and no epoch) yet. ``deleted`` is the
-    highest id trimmed from the stream as an ``(ms, n)`` pair, ``START`` when none was.
+    ``epoch`` is ``""`` when the service has no stream (and no epoch) yet. ``deleted`` bounds
+    what was trimmed from the stream: no entry after it ever was (an ``(ms, n)`` pair; ``START``
+    when nothing was).
     """
 
     epoch: str

@@ -40,21 +40,22 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV,
 return {id, epoch}
 """
 
-# KEYS: stream, epoch. ARGV: the first id to read. Returns {epoch or false, entries, the highest
-# deleted id or false, the first id or false}. Redis < 7 does not report deleted ids: then the
-# caller takes everything before the first entry as possibly trimmed.
+# KEYS: stream, epoch. ARGV: the first id to read. Returns {epoch or false, entries, whether
+# entries were trimmed (1/0; false on Redis < 7, which does not count them), first id or false}.
 READ = """
 local epoch = redis.call('GET', KEYS[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {epoch, {}, false, false}
+  return {epoch, {}, 0, false}
 end
-local deleted = false
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+local fields = {}
+for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+local trimmed = false
+if fields['entries-added'] then
+  trimmed = fields['entries-added'] > fields['length'] and 1 or 0
 end
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-return {epoch, redis.call('XRANGE', KEYS[1], ARGV[1], '+'), deleted, first and first[1] or false}
+return {epoch, redis.call('XRANGE', KEYS[1], ARGV[1], '+'), trimmed, first and first[1] or false}
 """
 
 # KEYS: stream, epoch. Returns {epoch or false, newest id or false}.
@@ -140,16 +141,13 @@ class RedisHistory:
 
     async def read(self, service, after):
         """A ``Snapshot`` of the entries after ``after``, an ``(ms, n)`` pair."""
-        epoch, raw, deleted, first = await self.async_client().read(
+        epoch, raw, trimmed, first = await self.async_client().read(
             self.keys(service), [format_id(next_id(after))]
         )
-        if deleted:
-            trimmed = parse_id(deleted)
-        elif first:
-            trimmed = previous_id(parse_id(first))
-        else:
-            trimmed = START
-        return Snapshot(epoch or "", [entry(*item) for item in raw], trimmed)
+        # Entries are only ever trimmed from the front: all of them are before the first one.
+        # (Without the count of entries added, Redis < 7, that may have been trimmed.)
+        deleted = previous_id(parse_id(first)) if first and trimmed != 0 else START
+        return Snapshot(epoch or "", [entry(*item) for item in raw], deleted)
 
 
 def entry(entry_id, pairs):
