@@ -321,3 +321,31 @@ def test_uwsgi_serves_page_and_readyz(uwsgi):
     status, body = http("GET", f"http://{uwsgi}/readyz")
     assert status == 200, body
     assert json.loads(body)["checks"] == {"database": "ok", "channel_layer": "ok"}
+
+
+@pytest.mark.usefixtures("redis_layer")
+async def test_resume_through_daphne_replays_from_redis(open_client, service):
+    client = await open_client(service)
+    await asyncio.to_thread(send_channel_msg, service, "seen")
+    seen = await receive(client)
+    await client.close()
+    for message in ("missed 1", "missed 2"):
+        await asyncio.to_thread(send_channel_msg, service, message)
+    back = await open_client(service, f"after={seen['id']}&epoch={seen['epoch']}")
+    assert hellos[back]["epoch"] == seen["epoch"]
+    replayed = [await receive(back) for _ in range(2)]
+    assert [(f["message"], f["replay"]) for f in replayed] == [
+        ("missed 1", True),
+        ("missed 2", True),
+    ]
+    assert await receive(back) == {"type": "resumed", "replayed": 2}
+
+
+async def test_manage_drain_closes_daphne_websockets_with_4012(open_client, service, live_env):
+    clients = [await open_client(service) for _ in range(2)]
+    result = await asyncio.to_thread(manage, "drain_websockets", "--node", LIVE_NODE, env=live_env)
+    assert result.returncode == 0, result.stderr
+    for client in clients:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), TIMEOUT)
+        assert closed.value.rcvd.code == 4012
