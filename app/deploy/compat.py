@@ -11,6 +11,7 @@ for what settings and routes need, from ``devops.compat``, which imports no chan
 the legacy profile means deleting the fallback branches of both modules and nothing more.
 """
 
+import importlib.util
 from urllib.parse import urlparse
 
 import channels
@@ -29,6 +30,7 @@ __all__ = [
     "as_asgi",
     "call_layer_sync",
     "django_http_application",
+    "has_redis_asyncio",
 ]
 
 
@@ -140,3 +142,15 @@ def call_layer_sync(operation):
                 await close_pools()
 
     return async_to_sync(run_with_own_layer)()
+
+
+def has_redis_asyncio():
+    """Whether redis-py's asyncio client is importable (channels-redis >= 4 depends on redis-py).
+
+    The message history (``deploy.history``) needs it: without it, as on the legacy profile whose
+    channels-redis 2 uses aioredis 1, the history is off and the websocket frames carry no ids.
+    """
+    try:
+        return importlib.util.find_spec("redis.asyncio") is not None
+    except ImportError:  # no redis package at all
+        return False

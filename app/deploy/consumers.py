@@ -2,12 +2,16 @@
 
 import json
 import logging
+from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from deploy import history
 from deploy.protocol import (
     InvalidInput,
+    current_node,
     group_name,
+    node_group,
     parse_client_frame,
     timestamp,
     validate_service,
@@ -17,21 +21,35 @@ logger = logging.getLogger(__name__)
 
 #: Close code sent right after accepting a connection for an invalid service name.
 INVALID_SERVICE = 4400
+#: Close code of a drained node: reconnect at once (to another host) and resume.
+DRAINING = 4012
 
 
 class DeployConsumer(AsyncWebsocketConsumer):
     """Streams a service's messages to one client and broadcasts what that client sends.
 
-    The client joins the group ``deploy.<service>``. Channel-layer events are dispatched to the
-    method named like the event type with dots turned into underscores:
+    The client joins the group ``deploy.<service>`` and its node's group ``deploy.node.<node>``.
+    Channel-layer events are dispatched to the method named like the event type with dots turned
+    into underscores:
 
-    * ``deploy.message`` ``{"message", "source", "ts"}``: the event everything in this app sends;
-    * ``deploy.run`` ``{"text"}``: what the original blog post's ``send_channel_msg`` sends.
+    * ``deploy.message`` ``{"message", "source", "ts"}`` (+ ``"id", "epoch"`` with the history
+      on): the event everything in this app sends;
+    * ``deploy.run`` ``{"text"}``: what the original blog post's ``send_channel_msg`` sends;
+    * ``deploy.drain``: ``manage.py drain_websockets`` closes the connection with 4012.
+
+    With the history on (``deploy.history``) the connection starts with a ``hello`` frame and,
+    when the URL's query names the client's position (``?after=<id>&epoch=<epoch>``), replays
+    what the client missed before the live messages.
     """
 
     service = None
     group = None
+    node_group = None
+    history = None
     seq = 0
+    #: ``(epoch, (ms, n))``: the client has every entry up to there (its position, then what was
+    #: replayed) before the live messages; live events at or below it are duplicates.
+    replayed_to = None
 
     async def connect(self):
         service = self.scope["url_route"]["kwargs"]["service"]
@@ -43,13 +61,61 @@ class DeployConsumer(AsyncWebsocketConsumer):
             await self.close(code=INVALID_SERVICE)
             return
         self.service = service
+        self.history = history.get_history(self.channel_layer)
+        head = await self.history.head(service) if self.history is not None else None
         self.group = group_name(service)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        self.node_group = node_group(current_node())
+        await self.channel_layer.group_add(self.node_group, self.channel_name)
         await self.accept()
+        if head is not None:
+            await self.start(*head)
+
+    async def start(self, epoch, last):
+        """Say hello, then send what the client missed: since its position, or since joining."""
+        hello = {"type": "hello", "service": self.service, "epoch": epoch, "last": last}
+        await self.send_frame(hello)
+        try:
+            position = self.position()
+        except InvalidInput as exc:
+            logger.warning("service %s: bad position from %s: %s", self.service, self.peer, exc)
+            await self.send_frame({"type": "error", "error": str(exc)})
+            position = None
+        if position is None:
+            # Messages published between reading `last` and joining the group reach the
+            # client only this way.
+            snapshot = await self.history.read(self.service, history.parse_id(last))
+            self.replayed_to = (snapshot.epoch, history.parse_id(last))
+            for entry in snapshot.entries:
+                await self.deliver_entry(entry, snapshot.epoch)
+            return
+        after, client_epoch = position
+        missed = await history.resume(self.history, self.service, after, client_epoch)
+        seen = history.START if missed.reason == history.EPOCH_CHANGED else after
+        self.replayed_to = (missed.epoch, seen)
+        for entry in missed.entries:
+            await self.deliver_entry(entry, missed.epoch, replay=True)
+        frame = {"type": missed.outcome, "replayed": len(missed.entries)}
+        if missed.reason:
+            frame["reason"] = missed.reason
+        await self.send_frame(frame)
+
+    def position(self):
+        """``(after, epoch)`` from the URL's query, None without ``after``; ``InvalidInput``."""
+        query = parse_qs(
+            self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
+        if "after" not in query:
+            return None
+        after = history.parse_id(query["after"][-1])
+        epoch = query.get("epoch", [""])[-1]
+        history.check_epoch(epoch)
+        return after, epoch
 
     async def disconnect(self, code):
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in (self.group, self.node_group):
+            if group is not None:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.group is None:
@@ -58,21 +124,41 @@ class DeployConsumer(AsyncWebsocketConsumer):
             message = parse_client_frame(text_data)
         except InvalidInput as exc:
             logger.warning("service %s: refused frame from %s: %s", self.service, self.peer, exc)
-            await self.send(text_data=json.dumps({"type": "error", "error": str(exc)}))
+            await self.send_frame({"type": "error", "error": str(exc)})
             return
+        ts, ids = timestamp(), {}
+        if self.history is not None:
+            entry_id, epoch = await self.history.publish(self.service, message, "client", ts)
+            ids = {"id": entry_id, "epoch": epoch}
         await self.channel_layer.group_send(
             self.group,
-            {"type": "deploy.message", "message": message, "source": "client", "ts": timestamp()},
+            {"type": "deploy.message", "message": message, "source": "client", "ts": ts, **ids},
         )
 
     async def deploy_message(self, event):
-        await self.deliver(event["message"], event["source"], event["ts"])
+        entry_id = event.get("id") if self.history is not None else None
+        if entry_id is not None and self.replayed_to is not None:
+            epoch, newest = self.replayed_to
+            if event.get("epoch") == epoch and history.parse_id(entry_id) <= newest:
+                return  # already sent by the replay
+        await self.deliver(
+            event["message"], event["source"], event["ts"], entry_id, event.get("epoch")
+        )
 
     async def deploy_run(self, event):
         """The blog post's event, ``{"type": "deploy.run", "text": ...}``, shown as a push."""
         await self.deliver(str(event["text"]), "push", timestamp())
 
-    async def deliver(self, message, source, ts):
+    async def deploy_drain(self, event):
+        """This node is going away: close so that the client reconnects elsewhere and resumes."""
+        await self.close(code=DRAINING)
+
+    async def deliver_entry(self, entry, epoch, replay=False):
+        """Send a history entry, remembering it as the newest one sent before the live messages."""
+        self.replayed_to = (epoch, history.parse_id(entry.id))
+        await self.deliver(entry.message, entry.source, entry.ts, entry.id, epoch, replay)
+
+    async def deliver(self, message, source, ts, entry_id=None, epoch=None, replay=False):
         """Send one message frame to the client, numbering it with this connection's ``seq``."""
         self.seq += 1
         frame = {
@@ -83,6 +169,13 @@ class DeployConsumer(AsyncWebsocketConsumer):
             "ts": ts,
             "source": source,
         }
+        if entry_id is not None:
+            frame["id"], frame["epoch"] = entry_id, epoch
+        if replay:
+            frame["replay"] = True
+        await self.send_frame(frame)
+
+    async def send_frame(self, frame):
         await self.send(text_data=json.dumps(frame))
 
     @property

@@ -6,11 +6,17 @@ endpoint, so all four accept and reject exactly the same input.
 
 import json
 import re
+import socket
 from datetime import datetime, timezone
 
 from django.conf import settings
 
 SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+NODE_GROUP_PREFIX = "deploy.node."
+#: Characters channels refuses in group names; a node name's are replaced by "-".
+NOT_IN_GROUP_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+#: channels' limit on group names.
+MAX_GROUP_NAME = 99
 
 
 class InvalidInput(ValueError):
@@ -47,6 +53,21 @@ def check_size(text, what):
 def group_name(service):
     """The channel-layer group of a service's clients."""
     return f"deploy.{service}"
+
+
+def current_node():
+    """This process's node name for draining: ``DEPLOY_NODE``, else the host name."""
+    return settings.DEPLOY_NODE or socket.gethostname()
+
+
+def node_group(node):
+    """The channel-layer group of a node's websocket consumers, ``deploy.node.<node>``.
+
+    The node name is sanitised into a valid group name: characters other than
+    ``A-Z a-z 0-9 _ . -`` become ``-`` and the name is cut to fit channels' length limit.
+    """
+    name = NOT_IN_GROUP_NAME.sub("-", node) or "-"
+    return NODE_GROUP_PREFIX + name[: MAX_GROUP_NAME - len(NODE_GROUP_PREFIX)]
 
 
 def timestamp():

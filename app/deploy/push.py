@@ -1,6 +1,7 @@
 """Push messages to a service's websocket clients from synchronous code."""
 
 from deploy.compat import call_layer_sync
+from deploy.history import get_history
 from deploy.protocol import group_name, timestamp, validate_message, validate_service
 
 
@@ -9,15 +10,20 @@ def send_channel_msg(service, message):
 
     For synchronous code (views, management commands, scripts after ``django.setup()``): the
     channel layer's coroutine runs through ``async_to_sync`` (see ``compat.call_layer_sync``), so
-    do not call it from inside a running event loop. Raises ``ValueError``
-    (``deploy.protocol.InvalidInput``) for a bad service name or message, and the layer's own
-    error when the layer is unreachable.
+    do not call it from inside a running event loop. With the history on, the message is written
+    to the service's history first; once this returns it is there. Raises ``ValueError``
+    (``deploy.protocol.InvalidInput``) for a bad service name or message, and the layer's (or the
+    history's Redis client's) own error when the layer is unreachable.
     """
     validate_service(service)
     validate_message(message)
     group, ts = group_name(service), timestamp()
+    history, ids = get_history(), {}
+    if history is not None:
+        entry_id, epoch = history.publish_sync(service, message, "push", ts)
+        ids = {"id": entry_id, "epoch": epoch}
     call_layer_sync(
         lambda layer: layer.group_send(
-            group, {"type": "deploy.message", "message": message, "source": "push", "ts": ts}
+            group, {"type": "deploy.message", "message": message, "source": "push", "ts": ts, **ids}
         )
     )

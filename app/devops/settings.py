@@ -89,16 +89,21 @@ CSRF_COOKIE_SECURE = HTTPS
 X_FRAME_OPTIONS = "DENY"
 
 # Channels.
+CHANNELS_PREFIX = env.string("CHANNELS_PREFIX", "asgi")
 CHANNEL_LAYERS = channel_layers(
     env.choice("CHANNEL_LAYER", "redis", CHANNEL_LAYER_KINDS),
     env.redis_url(),
     group_expiry=env.integer("CHANNELS_GROUP_EXPIRY", 86400, minimum=1),
     capacity=env.integer("CHANNELS_CAPACITY", 100, minimum=1),
-    prefix=env.string("CHANNELS_PREFIX", "asgi"),
+    prefix=CHANNELS_PREFIX,
 )
 
 # The deploy app.
 DEPLOY_PUSH_TOKEN = env.string("DEPLOY_PUSH_TOKEN").strip()
 DEPLOY_MAX_MESSAGE_BYTES = env.integer("DEPLOY_MAX_MESSAGE_BYTES", 65536, minimum=1)
+# Entries kept per service for resuming websockets (deploy.history); 0 turns the history off.
+DEPLOY_HISTORY_LENGTH = env.integer("DEPLOY_HISTORY_LENGTH", 1000)
+# The node whose websockets `manage.py drain_websockets` closes; empty means the host name.
+DEPLOY_NODE = env.string("DEPLOY_NODE").strip()
 
 LOGGING = logging_config(env.log_level("DJANGO_LOG_LEVEL"))

@@ -3,6 +3,7 @@ import copy
 import pytest
 from channels.testing import WebsocketCommunicator
 
+from deploy.history import get_history
 from devops.asgi import application
 
 #: Seconds any single receive may take before the test fails.
@@ -21,16 +22,21 @@ async def connect():
     """Open websocket connections to ``/ws/deploy/<service>/`` through the full ASGI stack.
 
     ``await connect("tasks")`` returns an accepted communicator; all are disconnected afterwards.
+    ``query`` is the URL's query string. With the history on, the ``hello`` frame is read and
+    kept as ``communicator.hello`` unless ``hello=False``; it is None with the history off.
     """
     opened = []
 
-    async def open_connection(service, headers=(ORIGIN,)):
-        communicator = WebsocketCommunicator(
-            application, f"/ws/deploy/{service}/", headers=list(headers)
-        )
+    async def open_connection(service, headers=(ORIGIN,), query="", hello=True):
+        path = f"/ws/deploy/{service}/" + (f"?{query}" if query else "")
+        communicator = WebsocketCommunicator(application, path, headers=list(headers))
         opened.append(communicator)
         connected, _ = await communicator.connect(timeout=TIMEOUT)
         assert connected
+        communicator.hello = None
+        if hello and get_history() is not None:
+            communicator.hello = await communicator.receive_json_from(timeout=TIMEOUT)
+            assert communicator.hello["type"] == "hello", communicator.hello
         return communicator
 
     yield open_connection

@@ -9,6 +9,8 @@ from pathlib import Path
 import django
 import pytest
 
+from deploy import history
+
 APP_DIR = Path(__file__).resolve().parents[2]
 
 #: For tests of what only the modern profile does; the rest also pass on the legacy profile.
@@ -35,3 +37,9 @@ def manage(*args, env=None, input=None, timeout=60):
         text=True,
         timeout=timeout,
     )
+
+
+#: For tests of the message history, which the legacy profile does not have.
+needs_history = pytest.mark.skipif(
+    not history.AVAILABLE, reason="the history needs redis-py's asyncio client (modern profile)"
+)

@@ -78,6 +78,7 @@ def test_scan_finds_the_senders():
         ("deploy.run", "blog post helper"),
         ("deploy.message", "deploy/consumers.py"),
         ("deploy.message", "deploy/push.py"),
+        ("deploy.drain", "deploy/management/commands/drain_websockets.py"),
         (health.PROBE_TYPE, "deploy/health.py"),
     }
 

@@ -22,9 +22,10 @@ import pytest
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed
 
+from deploy import history
 from deploy.push import send_channel_msg
 from deploy.tests.conftest import TIMEOUT
-from deploy.tests.helpers import APP_DIR, free_port, manage
+from deploy.tests.helpers import APP_DIR, free_port, manage, needs_history
 from devops.env import channel_layers
 
 pytestmark = pytest.mark.live
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.live
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_PASSWORD = "live/pass@word"  # URL-special characters: exercises the quoting
 PUSH_TOKEN = "live-push-token"
+LIVE_NODE = "live-node"
 START_TIMEOUT = 30
 
 
@@ -137,6 +139,7 @@ def live_env(redis_url, tmp_path_factory):
         "DJANGO_HTTPS": "false",
         "DJANGO_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "DEPLOY_PUSH_TOKEN": PUSH_TOKEN,
+        "DEPLOY_NODE": LIVE_NODE,
     }
 
 
@@ -176,24 +179,35 @@ def service():
     return f"live-{uuid.uuid4().hex[:12]}"
 
 
+#: The hello frame of each client that open_client opened.
+hellos = {}
+
+
 @pytest.fixture
 async def open_client(daphne):
-    """``await open_client(service)``: a websocket client of daphne, closed after the test."""
+    """``await open_client(service)``: a websocket client of daphne, closed after the test.
+
+    With the history on, the client's ``hello`` frame has been read: ``hellos[client]``.
+    """
     clients = []
 
-    async def open_one(service):
+    async def open_one(service, query=""):
         client = await websocket_connect(
-            f"ws://{daphne}/ws/deploy/{service}/",
+            f"ws://{daphne}/ws/deploy/{service}/" + (f"?{query}" if query else ""),
             origin=f"http://{daphne}",
             open_timeout=TIMEOUT,
             close_timeout=TIMEOUT,
         )
         clients.append(client)
+        if history.AVAILABLE:  # the processes run with the default DEPLOY_HISTORY_LENGTH
+            hellos[client] = await receive(client)
+            assert hellos[client]["type"] == "hello", hellos[client]
         return client
 
     yield open_one
     for client in clients:
         await client.close()
+        hellos.pop(client, None)
 
 
 async def receive(client):
@@ -309,3 +323,32 @@ def test_uwsgi_serves_page_and_readyz(uwsgi):
     status, body = http("GET", f"http://{uwsgi}/readyz")
     assert status == 200, body
     assert json.loads(body)["checks"] == {"database": "ok", "channel_layer": "ok"}
+
+
+@needs_history
+@pytest.mark.usefixtures("redis_layer")
+async def test_resume_through_daphne_replays_from_redis(open_client, service):
+    client = await open_client(service)
+    await asyncio.to_thread(send_channel_msg, service, "seen")
+    seen = await receive(client)
+    await client.close()
+    for message in ("missed 1", "missed 2"):
+        await asyncio.to_thread(send_channel_msg, service, message)
+    back = await open_client(service, f"after={seen['id']}&epoch={seen['epoch']}")
+    assert hellos[back]["epoch"] == seen["epoch"]
+    replayed = [await receive(back) for _ in range(2)]
+    assert [(f["message"], f["replay"]) for f in replayed] == [
+        ("missed 1", True),
+        ("missed 2", True),
+    ]
+    assert await receive(back) == {"type": "resumed", "replayed": 2}
+
+
+async def test_manage_drain_closes_daphne_websockets_with_4012(open_client, service, live_env):
+    clients = [await open_client(service) for _ in range(2)]
+    result = await asyncio.to_thread(manage, "drain_websockets", "--node", LIVE_NODE, env=live_env)
+    assert result.returncode == 0, result.stderr
+    for client in clients:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), TIMEOUT)
+        assert closed.value.rcvd.code == 4012

@@ -1,6 +1,7 @@
 """The page's script, run by Node.js against a fake DOM and WebSocket (page_harness.js)."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,10 +15,10 @@ HARNESS = Path(__file__).with_name("page_harness.js")
 pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
 
 
-def run_page(protocol, host="deploy.example.org", service="tasks"):
+def run_page(protocol, host="deploy.example.org", service="tasks", scenario="basic"):
     script = finders.find("deploy/deploy.js")
     result = subprocess.run(
-        [NODE, str(HARNESS), script, protocol, host, service],
+        [NODE, str(HARNESS), script, protocol, host, service, scenario],
         capture_output=True,
         text=True,
         timeout=30,
@@ -69,3 +70,50 @@ def test_invalid_service_close_stops_reconnecting():
 
 def test_service_field_opens_that_services_page():
     assert run_page("http:")["assigned"] == ["/deploy/other%20svc/"]
+
+
+# The resume scenario of page_harness.js: positions, duplicates, resumed/gap lines, drains.
+
+
+@pytest.fixture(scope="module")
+def resumed_page():
+    return run_page("https:", scenario="resume")
+
+
+def test_reconnects_from_the_position(resumed_page):
+    base = "wss://deploy.example.org/ws/deploy/tasks/"
+    assert resumed_page["urls"][:4] == [
+        base,
+        base + "?after=1700000000000-10&epoch=E1",
+        base + "?after=1700000000001-0&epoch=E1",
+        base + "?after=5-0&epoch=E2%26x%3D1",
+    ]
+
+
+def test_messages_at_or_below_the_position_are_dropped(resumed_page):
+    shown = [re.sub(r"^#\d+ \S+ \S+ ", "", line["text"]) for line in resumed_page["lines"]]
+    assert shown == [
+        "nine",
+        "ten",
+        "recovered",
+        "recovered 2 messages",
+        "new epoch",
+        "some messages were missed",
+        "no id",
+        "no id",
+    ]
+
+
+def test_resumed_and_gap_lines_have_their_own_class(resumed_page):
+    classes = {line["text"]: line["className"] for line in resumed_page["lines"]}
+    assert classes["recovered 2 messages"] == "recovered"
+    assert classes["some messages were missed"] == "gap"
+
+
+def test_drain_close_reconnects_within_a_second_without_backoff(resumed_page):
+    drains = resumed_page["drainDelays"]
+    assert len(drains) == 11
+    assert all(0 <= delay <= 1000 for delay in drains)
+    assert len(set(drains)) > 1
+    # The ordinary backoff starts from its first step after the drains.
+    assert 0 <= resumed_page["delays"][0] <= 500

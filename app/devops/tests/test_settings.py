@@ -207,6 +207,8 @@ def test_production_defaults(monkeypatch, tmp_path):
     )
     assert settings["DEPLOY_PUSH_TOKEN"] == ""
     assert settings["DEPLOY_MAX_MESSAGE_BYTES"] == 65536
+    assert settings["DEPLOY_HISTORY_LENGTH"] == 1000
+    assert settings["DEPLOY_NODE"] == ""
     assert settings["LOGGING"]["root"]["level"] == "INFO"
     layer = settings["CHANNEL_LAYERS"]["default"]
     assert layer["CONFIG"] == {
@@ -244,6 +246,7 @@ def test_debug_runs_without_secret_key(monkeypatch):
         ({"CHANNELS_CAPACITY": "0"}, "CHANNELS_CAPACITY='0' must be at least 1"),
         ({"CHANNELS_GROUP_EXPIRY": "1d"}, "CHANNELS_GROUP_EXPIRY='1d' is not an integer"),
         ({"DEPLOY_MAX_MESSAGE_BYTES": "big"}, "DEPLOY_MAX_MESSAGE_BYTES='big'"),
+        ({"DEPLOY_HISTORY_LENGTH": "-1"}, "DEPLOY_HISTORY_LENGTH='-1' must be at least 0"),
         ({"DJANGO_HSTS_SECONDS": "-1"}, "DJANGO_HSTS_SECONDS='-1' must be at least 0"),
         ({"DJANGO_LOG_LEVEL": "chatty"}, "DJANGO_LOG_LEVEL='CHATTY' is not one of"),
         ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL scheme 'mysql'"),

@@ -1,11 +1,15 @@
 // Live deploy messages of one service over ws(s)://<host>/ws/deploy/<service>/.
 // Message text is only ever set with textContent, never parsed as HTML.
+// With the server's history on, the page keeps its position (the last message id and its epoch)
+// and reconnects with ?after=<id>&epoch=<epoch> to get what it missed (docs/architecture.md).
 (function () {
   "use strict";
 
   var MAX_DELAY_MS = 30000;
   var BASE_DELAY_MS = 500;
   var INVALID_SERVICE = 4400;
+  var DRAINING = 4012;
+  var DRAIN_DELAY_MS = 1000;
 
   var root = document.getElementById("deploy");
   var service = root.dataset.service;
@@ -20,6 +24,8 @@
   var url = scheme + "//" + window.location.host + "/ws/deploy/" + encodeURIComponent(service) + "/";
   var socket = null;
   var attempts = 0;
+  // {id: "<ms>-<n>", epoch: "..."}: the newest message seen, null until the server said hello.
+  var position = null;
 
   function setState(name, text) {
     state.dataset.state = name;
@@ -49,6 +55,42 @@
     return Math.round(Math.random() * ceiling);
   }
 
+  // Compares two unsigned decimal integers given as strings (they may exceed 2^53).
+  function compareDecimals(a, b) {
+    a = a.replace(/^0+(?=[0-9])/, "");
+    b = b.replace(/^0+(?=[0-9])/, "");
+    if (a.length !== b.length) {
+      return a.length < b.length ? -1 : 1;
+    }
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+
+  // Stream ids "<ms>-<n>" compare as pairs of integers; -1, 0, 1 like a sort comparator.
+  function compareIds(a, b) {
+    var x = a.split("-");
+    var y = b.split("-");
+    return compareDecimals(x[0], y[0]) || compareDecimals(x[1] || "0", y[1] || "0");
+  }
+
+  // Whether a message frame is new to the page; moves the position to it when it is.
+  function isNew(frame) {
+    if (typeof frame.id !== "string") {
+      return true; // the server keeps no history
+    }
+    if (position && position.epoch === frame.epoch && compareIds(frame.id, position.id) <= 0) {
+      return false;
+    }
+    position = { id: frame.id, epoch: frame.epoch };
+    return true;
+  }
+
+  function socketUrl() {
+    if (!position) {
+      return url;
+    }
+    return url + "?after=" + encodeURIComponent(position.id) + "&epoch=" + encodeURIComponent(position.epoch);
+  }
+
   function onMessage(event) {
     var frame;
     try {
@@ -57,9 +99,22 @@
       appendLine("error", "", "unreadable frame from the server");
       return;
     }
-    if (frame.type === "message") {
+    if (frame.type === "hello") {
+      if (!position) {
+        position = { id: String(frame.last), epoch: String(frame.epoch) };
+      }
+    } else if (frame.type === "message") {
+      if (!isNew(frame)) {
+        return;
+      }
       var time = String(frame.ts || "").replace("T", " ").slice(0, 19);
       appendLine(frame.source === "push" ? "push" : "client", "#" + frame.seq + " " + time, String(frame.message));
+    } else if (frame.type === "resumed") {
+      if (frame.replayed > 0) {
+        appendLine("recovered", "", "recovered " + Number(frame.replayed) + " messages");
+      }
+    } else if (frame.type === "gap") {
+      appendLine("gap", "", "some messages were missed");
     } else if (frame.type === "error") {
       appendLine("error", "error", String(frame.error));
     }
@@ -71,15 +126,21 @@
       setState("closed", "closed: invalid service name");
       return;
     }
-    var delay = reconnectDelay();
-    attempts += 1;
+    var delay;
+    if (event.code === DRAINING) {
+      // The server is going away: reconnect now (to another host), spread over a second.
+      delay = Math.round(Math.random() * DRAIN_DELAY_MS);
+    } else {
+      delay = reconnectDelay();
+      attempts += 1;
+    }
     setState("reconnecting", "reconnecting in " + Math.ceil(delay / 1000) + " s");
     window.setTimeout(connect, delay);
   }
 
   function connect() {
     setState("connecting");
-    socket = new WebSocket(url);
+    socket = new WebSocket(socketUrl());
     socket.onopen = function () {
       attempts = 0;
       setState("connected");

@@ -1,0 +1,193 @@
+"""The Redis backend of the message history against a redis-server of its own.
+
+Skipped when redis-server is not installed (unless REQUIRE_LIVE=1, as in test_live.py).
+"""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from deploy import history
+from deploy.history import EPOCH_CHANGED, GAP
+from deploy.tests.helpers import free_port, needs_history
+
+pytestmark = needs_history
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """URL of a redis-server started for this module on a free loopback port, stopped after."""
+    if REDIS_SERVER is None:
+        if os.environ.get("REQUIRE_LIVE") == "1":
+            pytest.fail("REQUIRE_LIVE=1 but redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    import redis
+
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("history-redis")
+    args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    args += ["--appendonly", "no", "--dir", str(data_dir)]
+    with open(data_dir / "redis.log", "wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        "redis-server did not start: " + (data_dir / "redis.log").read_text()
+                    )
+                time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def backend(redis_url):
+    from deploy.history_redis import RedisHistory
+
+    backend = RedisHistory(redis_url, f"test-{uuid.uuid4().hex[:8]}")
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def raw(redis_url):
+    """A plain redis-py client of the same server."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def publish(backend, service, message):
+    return backend.publish_sync(service, message, "push", "2026-01-02T03:04:05+00:00")
+
+
+def test_keys_are_under_the_prefix(backend, raw):
+    entry_id, epoch = publish(backend, "tasks", "hello")
+    stream, epoch_key = backend.keys("tasks")
+    assert (stream, epoch_key) == (
+        f"{backend.prefix}:deploy:stream:tasks",
+        f"{backend.prefix}:deploy:epoch:tasks",
+    )
+    assert raw.get(epoch_key) == epoch
+    [(stored_id, fields)] = raw.xrange(stream)
+    assert stored_id == entry_id
+    assert fields == {"message": "hello", "source": "push", "ts": "2026-01-02T03:04:05+00:00"}
+
+
+def test_epoch_stays_across_publishes(backend):
+    published = [publish(backend, "tasks", f"message {n}") for n in range(5)]
+    assert len({epoch for _, epoch in published}) == 1
+    ids = [history.parse_id(entry_id) for entry_id, _ in published]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+def test_lost_stream_comes_back_in_a_new_epoch(backend, raw):
+    _, before = publish(backend, "tasks", "one")
+    raw.delete(backend.keys("tasks")[0])  # the stream only: its epoch key stays
+    _, after = publish(backend, "tasks", "two")
+    assert after != before
+    assert raw.get(backend.keys("tasks")[1]) == after
+
+
+def test_stream_is_trimmed_to_about_the_length(backend, raw, settings):
+    settings.DEPLOY_HISTORY_LENGTH = 10
+    first, _ = publish(backend, "tasks", "first")
+    for n in range(299):
+        publish(backend, "tasks", f"message {n}")
+    length = raw.xlen(backend.keys("tasks")[0])
+    assert 10 <= length < 300  # MAXLEN ~ trims whole nodes of entries
+
+
+async def test_trimmed_position_resumes_with_a_gap(backend, settings):
+    settings.DEPLOY_HISTORY_LENGTH = 10
+    first, epoch = publish(backend, "tasks", "first")
+    for n in range(299):
+        publish(backend, "tasks", f"message {n}")
+    try:
+        missed = await history.resume(backend, "tasks", history.parse_id(first), epoch)
+        snapshot = await backend.read("tasks", history.START)
+    finally:
+        await backend.aclose()
+    assert (missed.outcome, missed.reason) == (history.GAP, history.TRIMMED)
+    assert missed.entries == snapshot.entries
+    assert missed.entries[-1].message == "message 298"
+    assert snapshot.deleted >= history.parse_id(first)
+
+
+async def test_head_read_and_resume(backend):
+    try:
+        assert await backend.head("tasks") == ("", "0-0")
+        assert await backend.read("tasks", history.START) == ("", [], history.START)
+        ids = [publish(backend, "tasks", f"message {n}")[0] for n in range(3)]
+        epoch = (await backend.head("tasks"))[0]
+        assert await backend.head("tasks") == (epoch, ids[-1])
+        entry_id, same_epoch = await backend.publish("tasks", "async", "client", "ts")
+        assert same_epoch == epoch
+        missed = await history.resume(backend, "tasks", history.parse_id(ids[0]), epoch)
+        assert [(e.id, e.message) for e in missed.entries] == [
+            (ids[1], "message 1"),
+            (ids[2], "message 2"),
+            (entry_id, "async"),
+        ]
+        assert missed.outcome == history.RESUMED
+        other = await history.resume(backend, "tasks", history.parse_id(ids[2]), "other")
+        assert (other.outcome, other.reason, len(other.entries)) == (GAP, EPOCH_CHANGED, 4)
+        # A client that saw the service empty: nothing was trimmed, so it missed nothing for good.
+        fresh = await history.resume(backend, "tasks", history.START, "")
+        assert (fresh.outcome, len(fresh.entries)) == (history.RESUMED, 4)
+    finally:
+        await backend.aclose()
+
+
+def test_concurrent_publishes_share_one_epoch_and_unique_ids(backend, raw):
+    """Publishers racing on a new stream: the script makes exactly one of them set the epoch."""
+
+    def publish_many(worker):
+        return [publish(backend, "tasks", f"{worker}-{n}") for n in range(50)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = [item for batch in pool.map(publish_many, range(8)) for item in batch]
+    assert len({epoch for _, epoch in results}) == 1
+    assert len({entry_id for entry_id, _ in results}) == 400
+    assert raw.xlen(backend.keys("tasks")[0]) == 400
+    assert raw.get(backend.keys("tasks")[1]) == results[0][1]
+
+
+async def test_async_client_is_reused_within_a_loop(backend):
+    try:
+        assert backend.async_client() is backend.async_client()
+        await asyncio.gather(*(backend.publish("tasks", str(n), "client", "ts") for n in range(20)))
+        assert len((await backend.read("tasks", history.START)).entries) == 20
+    finally:
+        await backend.aclose()
+
+
+def test_unreachable_redis_raises(settings):
+    from deploy.history_redis import RedisHistory
+
+    backend = RedisHistory(f"redis://127.0.0.1:{free_port()}/0", "asgi")
+    import redis
+
+    with pytest.raises(redis.ConnectionError):
+        publish(backend, "tasks", "lost")
+    backend.close()

@@ -1,0 +1,227 @@
+"""The message history through the consumer: hello, ids, resume, gaps (in-memory layer)."""
+
+import io
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.core.management import call_command
+
+from deploy import history
+from deploy.push import send_channel_msg
+from deploy.tests.conftest import TIMEOUT
+from deploy.tests.helpers import needs_history
+
+pytestmark = needs_history
+
+
+async def push(service, message):
+    await sync_to_async(send_channel_msg)(service, message)
+
+
+async def receive(communicator):
+    return await communicator.receive_json_from(timeout=TIMEOUT)
+
+
+async def entries(service):
+    """Everything the history holds for ``service``."""
+    return (await history.get_history().read(service, history.START)).entries
+
+
+def position(frame):
+    return f"after={frame['id']}&epoch={frame['epoch']}"
+
+
+def order(frame_id):
+    return history.parse_id(frame_id)
+
+
+async def test_hello_of_a_service_without_history(connect):
+    client = await connect("tasks")
+    assert client.hello == {"type": "hello", "service": "tasks", "epoch": "", "last": "0-0"}
+
+
+async def test_hello_names_the_newest_entry_and_its_epoch(connect):
+    first = await connect("tasks")
+    await push("tasks", "one")
+    await push("tasks", "two")
+    frames = [await receive(first) for _ in range(2)]
+    second = await connect("tasks")
+    assert second.hello == {
+        "type": "hello",
+        "service": "tasks",
+        "epoch": frames[1]["epoch"],
+        "last": frames[1]["id"],
+    }
+
+
+async def test_message_frames_carry_increasing_ids_of_one_epoch(connect):
+    client = await connect("tasks")
+    for message in ("one", "two", "three"):
+        await push("tasks", message)
+    frames = [await receive(client) for _ in range(3)]
+    assert all("replay" not in frame for frame in frames)
+    assert len({frame["epoch"] for frame in frames}) == 1
+    assert frames[0]["epoch"]
+    ids = [order(frame["id"]) for frame in frames]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert [entry.id for entry in await entries("tasks")] == [frame["id"] for frame in frames]
+
+
+async def test_resume_replays_exactly_the_missed_messages(connect):
+    client = await connect("tasks")
+    await push("tasks", "seen")
+    seen = await receive(client)
+    await client.disconnect()
+    await push("tasks", "missed 1")
+    await push("tasks", "missed 2")
+    back = await connect("tasks", query=position(seen))
+    replayed = [await receive(back) for _ in range(2)]
+    assert [(f["message"], f["seq"], f["replay"]) for f in replayed] == [
+        ("missed 1", 1, True),
+        ("missed 2", 2, True),
+    ]
+    assert {f["epoch"] for f in replayed} == {seen["epoch"]}
+    assert await receive(back) == {"type": "resumed", "replayed": 2}
+    await push("tasks", "live")
+    live = await receive(back)
+    assert (live["message"], live["seq"], "replay" in live) == ("live", 3, False)
+
+
+async def test_resume_with_nothing_missed(connect):
+    client = await connect("tasks")
+    await push("tasks", "seen")
+    seen = await receive(client)
+    back = await connect("tasks", query=position(seen))
+    assert await receive(back) == {"type": "resumed", "replayed": 0}
+
+
+async def test_client_that_saw_an_empty_service_resumes_from_the_start(connect):
+    client = await connect("tasks")
+    query = f"after={client.hello['last']}&epoch={client.hello['epoch']}"
+    await push("tasks", "first ever")
+    back = await connect("tasks", query=query)
+    assert (await receive(back))["message"] == "first ever"
+    assert await receive(back) == {"type": "resumed", "replayed": 1}
+
+
+async def test_live_duplicate_of_a_replayed_message_is_skipped(connect):
+    await push("tasks", "seen")
+    [seen] = await entries("tasks")
+    # Written to the history, but its group_send is late: it reaches the group after the
+    # client joined, so the client gets it from the replay and live.
+    ts = "2026-01-02T03:04:05+00:00"
+    late_id, epoch = history.get_history().publish_sync("tasks", "late", "push", ts)
+    back = await connect("tasks", query=f"after={seen.id}&epoch={epoch}")
+    assert (await receive(back))["message"] == "late"
+    assert await receive(back) == {"type": "resumed", "replayed": 1}
+    late = {"type": "deploy.message", "message": "late", "source": "push", "ts": ts}
+    await get_channel_layer().group_send("deploy.tasks", {**late, "id": late_id, "epoch": epoch})
+    await push("tasks", "next")
+    frame = await receive(back)
+    assert (frame["message"], frame["seq"]) == ("next", 2)
+
+
+async def test_messages_between_hello_and_joining_are_sent(connect, monkeypatch):
+    """A message published after the consumer read the stream's head reaches the client too."""
+    for message in ("old", "raced the join"):
+        await push("tasks", message)
+    old, raced = await entries("tasks")
+
+    async def head_before_the_race(self, service):
+        return old_epoch, old.id
+
+    old_epoch = (await history.get_history().head("tasks"))[0]
+    monkeypatch.setattr(history.MemoryHistory, "head", head_before_the_race)
+    client = await connect("tasks")
+    assert client.hello["last"] == old.id
+    frame = await receive(client)
+    assert (frame["message"], frame["id"], "replay" in frame) == ("raced the join", raced.id, False)
+    assert await client.receive_nothing(timeout=0.1)
+
+
+async def test_trimmed_history_gives_a_gap(connect, settings):
+    settings.DEPLOY_HISTORY_LENGTH = 2
+    client = await connect("tasks")
+    await push("tasks", "seen")
+    seen = await receive(client)
+    await client.disconnect()
+    for number in range(1, 5):
+        await push("tasks", f"later {number}")
+    back = await connect("tasks", query=position(seen))
+    assert [(await receive(back))["message"] for _ in range(2)] == ["later 3", "later 4"]
+    assert await receive(back) == {"type": "gap", "replayed": 2, "reason": "trimmed"}
+
+
+async def test_other_epoch_gives_everything_and_a_gap(connect):
+    for message in ("one", "two"):
+        await push("tasks", message)
+    [first, _] = await entries("tasks")
+    back = await connect("tasks", query=f"after={first.id}&epoch=an-older-epoch")
+    replayed = [await receive(back) for _ in range(2)]
+    assert [(f["message"], f["replay"]) for f in replayed] == [("one", True), ("two", True)]
+    assert await receive(back) == {"type": "gap", "replayed": 2, "reason": "epoch"}
+
+
+@pytest.mark.parametrize(
+    "query, error",
+    [
+        ("after=yesterday&epoch=abc", "invalid message id"),
+        ("after=&epoch=abc", "invalid message id"),
+        ("after=1-2-3", "invalid message id"),
+        (f"after={2**64}-0&epoch=abc", "invalid message id"),
+        ("after=1-0&epoch=no%20spaces", "invalid epoch"),
+        (f"after=1-0&epoch={'e' * 65}", "invalid epoch"),
+    ],
+)
+async def test_malformed_position_gets_an_error_and_no_replay(connect, query, error):
+    await push("tasks", "before")
+    client = await connect("tasks", query=query)
+    frame = await receive(client)
+    assert frame["type"] == "error" and error in frame["error"]
+    assert await client.receive_nothing(timeout=0.1)
+    await push("tasks", "after")
+    assert (await receive(client))["message"] == "after"
+
+
+async def test_every_entry_point_writes_to_the_history(connect, client, settings):
+    settings.DEPLOY_PUSH_TOKEN = "token"
+    socket = await connect("tasks")
+    await push("tasks", "send_channel_msg")
+    await sync_to_async(call_command)("push", "tasks", "manage.py push", stdout=io.StringIO())
+    response = await sync_to_async(client.post)(
+        "/api/push/tasks/",
+        json.dumps({"message": "http push"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION="Bearer token",
+    )
+    assert response.status_code == 202
+    await socket.send_json_to({"message": "client frame"})
+    frames = [await receive(socket) for _ in range(4)]
+    stored = await entries("tasks")
+    assert [(e.id, e.message, e.source) for e in stored] == [
+        (f["id"], f["message"], f["source"]) for f in frames
+    ]
+    assert [e.source for e in stored] == ["push", "push", "push", "client"]
+
+
+def test_send_channel_msg_fails_when_the_history_fails(settings, monkeypatch):
+    def broken(*args):
+        raise ConnectionError("history down")
+
+    monkeypatch.setattr(history.MemoryHistory, "publish_sync", broken)
+    with pytest.raises(ConnectionError):
+        send_channel_msg("tasks", "lost")
+
+
+async def test_history_off_gives_the_old_frames(connect, settings):
+    settings.DEPLOY_HISTORY_LENGTH = 0
+    client = await connect("tasks", query="after=garbage&epoch=!")
+    assert client.hello is None
+    await push("tasks", "plain")
+    frame = await receive(client)
+    assert set(frame) == {"type", "service", "message", "seq", "ts", "source"}
+    await client.send_json_to({"message": "from the client"})
+    assert set(await receive(client)) == {"type", "service", "message", "seq", "ts", "source"}
+    assert history.get_history() is None
