@@ -26,6 +26,21 @@ Usage::
         [--service NAME] [--ws-clients 50] [--http-concurrency 20] [--http-path /healthz] \\
         [--push-rate 20] [--settle 10] [--connect-timeout 30] [--http-timeout 5]
 
+Report (JSON; times in seconds, "t" counted from the start of the load)::
+
+    {"started_at", "duration_s", "settle_s", "config": {...},
+     "http": {"requests", "ok", "failed", "failures_by_kind": {"status_502"|"reset"|"timeout"|...: n},
+              "first_failure_times": [t, ...], "last_failure_time", "first_failures": [{"t", "kind", "detail"}]},
+     "push": {"sent", "acknowledged", "failed_by_status": {"503"|"timeout"|...: n}, "target_rate", "rate"},
+     "ws": {"clients", "connected_at_end", "reconnects", "close_codes": {"4012": n}, "connect_errors": {...},
+            "rejected", "gap_ms": {"max", "p99", "p50"} (close to next hello; null without reconnects),
+            "replayed", "deduplicated", "resumed_frames", "gap_frames", "gap_reasons": {"trimmed"|"epoch": n},
+            "error_frames", "malformed_frames", "foreign_messages", "clients_complete", "missing_total",
+            "duplicates_total", "out_of_order_total", "unacknowledged_received",
+            "worst_clients": [{"client", "missing", "first_missing", "duplicates", "out_of_order", ...}]}}
+
+A client is complete when it received every acknowledged push exactly once, in order.
+
 Exit status: 0 when it ran (whatever the report says), 1 when the clients could not all connect at
 the start (no report), 2 on bad arguments.
 """
@@ -403,7 +418,10 @@ class WsClient:
         """The websocket path, with the position once there is one."""
         path = f"/ws/deploy/{self.service}/"
         if self.position is not None:
-            path += "?" + urlencode({"after": format_id(self.position), "epoch": self.epoch or ""})
+            query = {"after": format_id(self.position)}
+            if self.epoch is not None:
+                query["epoch"] = self.epoch
+            path += "?" + urlencode(query)
         return path
 
     async def run(self, first_connects: asyncio.Semaphore) -> None:
@@ -706,7 +724,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Target]:
     parser.add_argument("--push-rate", type=float, default=20.0, help="pushes per second")
     parser.add_argument("--push-token", default=os.environ.get("DEPLOY_PUSH_TOKEN"), help="default: $DEPLOY_PUSH_TOKEN")
     parser.add_argument("--duration", type=float, help="seconds of load")
-    parser.add_argument("--stop-file", help="end the load once this file exists")
+    parser.add_argument("--stop-file", help="end the load once this file exists (at most 3600 s)")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait for the last pushes")
     parser.add_argument("--connect-timeout", type=float, default=30.0, help="seconds for all clients to connect")
     parser.add_argument("--http-timeout", type=float, default=5.0, help="seconds per HTTP request")
