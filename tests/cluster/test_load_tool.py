@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import json
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -225,10 +226,9 @@ class FakeApp:
         return sent
 
 
-def run_tool(app: FakeApp, tmp_path: Path, *options: str, settle: float = 5) -> dict:
-    """Run load.py against `app` (1.5 s of load unless `options` say otherwise); its report."""
-    report = tmp_path / "report.json"
-    command = [
+def tool_command(app: FakeApp, report: Path, options: tuple[str, ...], settle: float = 5) -> list[str]:
+    """The command running load.py against `app` with 1.5 s of load, unless `options` say otherwise."""
+    return [
         sys.executable,
         str(LOAD),
         f"--url=http://127.0.0.1:{app.port}",
@@ -243,7 +243,12 @@ def run_tool(app: FakeApp, tmp_path: Path, *options: str, settle: float = 5) -> 
         f"--report={report}",
         *(options or ["--duration=1.5"]),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def run_tool(app: FakeApp, tmp_path: Path, *options: str, settle: float = 5) -> dict:
+    """Run load.py against `app` (see tool_command); its report."""
+    report = tmp_path / "report.json"
+    result = subprocess.run(tool_command(app, report, options, settle), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "clients complete" in result.stdout
     assert app.refused_headers == 0
@@ -314,6 +319,18 @@ def test_a_gap_frame_is_counted(tmp_path):
     assert ws["gap_frames"] + ws["resumed_frames"] == ws["reconnects"]
 
 
+def test_sigterm_ends_the_load_with_a_report(tmp_path):
+    report = tmp_path / "report.json"
+    with FakeApp() as app:
+        process = subprocess.Popen(tool_command(app, report, ("--duration=60",)), stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "clients complete" in out
+    assert_all_complete(json.loads(report.read_text()))
+
+
 def test_no_balancer_exits_1_without_a_report(tmp_path):
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
@@ -368,3 +385,27 @@ def test_percentile():
     values = list(range(1, 101))
     assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
     assert percentile([], 99) is None
+
+
+def test_client_drops_old_ids_and_counts_duplicates_and_reordering():
+    client = tool.WsClient(0, tool.Target("http://127.0.0.1:9", SITE), "svc", asyncio.Event())
+    client.on_hello(json.dumps({"type": "hello", "service": "svc", "epoch": "e1", "last": "5-0"}))
+    assert client.path() == "/ws/deploy/svc/?after=5-0&epoch=e1"
+
+    def message(entry_id: str, number: int, **extra) -> None:
+        frame = {"type": "message", "id": entry_id, "epoch": "e1", "message": f"push-{number}", **extra}
+        client.on_frame(json.dumps(frame))
+
+    message("4-0", 1)  # at or below the hello's position: dropped
+    message("6-0", 1)
+    message("6-0", 1, replay=True)  # replayed again: dropped
+    message("7-0", 3)
+    message("8-0", 2)  # out of order
+    message("9-0", 3)  # the same push with a new id: a duplicate
+    client.on_frame("not json")
+    client.on_frame(json.dumps({"type": "gap", "replayed": 0, "reason": "epoch"}))
+    assert (client.deduplicated, client.replayed, client.duplicates, client.out_of_order) == (2, 1, 1, 1)
+    assert (client.malformed_frames, dict(client.gap_reasons)) == (1, {"epoch": 1})
+    assert client.path() == "/ws/deploy/svc/?after=9-0&epoch=e1"
+    verdict = client.verdict([1, 2, 3, 4])
+    assert (verdict["complete"], verdict["missing"], verdict["first_missing"]) == (False, 1, [4])
