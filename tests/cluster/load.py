@@ -119,6 +119,8 @@ def backoff(failures: int) -> float:
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep up to `seconds`; True when `stop` was set (at once or meanwhile)."""
+    if stop.is_set():  # wait_for with a timeout <= 0 would not look
+        return True
     try:
         await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
     except asyncio.TimeoutError:

@@ -409,3 +409,13 @@ def test_client_drops_old_ids_and_counts_duplicates_and_reordering():
     assert client.path() == "/ws/deploy/svc/?after=9-0&epoch=e1"
     verdict = client.verdict([1, 2, 3, 4])
     assert (verdict["complete"], verdict["missing"], verdict["first_missing"]) == (False, 1, [4])
+
+
+def test_sleep_or_stop_sees_a_stop_even_without_time_to_wait():
+    async def check() -> tuple[bool, bool]:
+        stop = asyncio.Event()
+        waited = await tool.sleep_or_stop(stop, 0.01)
+        stop.set()
+        return waited, await tool.sleep_or_stop(stop, -1)
+
+    assert asyncio.run(check()) == (False, True)
