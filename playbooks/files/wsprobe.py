@@ -2,7 +2,7 @@
 """A dependency-free websocket probe for smoke checks and tests on deployed hosts.
 
     wsprobe.py roundtrip URL [--timeout S]          send a unique message, expect it back (exit 0)
-    wsprobe.py listen URL --count N [--timeout S]   print N received frames as JSON lines
+    wsprobe.py listen URL --count N [--timeout S]   print N received frames as JSON lines (not hello/resumed/gap)
     wsprobe.py send URL MESSAGE                     send one message and wait for its echo
 
 Frames are JSON objects {"message": "..."}; --field names another key.
@@ -126,6 +126,18 @@ class WebSocket:
         self.sock.close()
 
 
+# Frames of the resume protocol (docs/architecture.md) that carry no message: listen does not count them.
+CONTROL_FRAMES = {"hello", "resumed", "gap"}
+
+
+def is_control(text):
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(frame, dict) and frame.get("type") in CONTROL_FRAMES
+
+
 def wait_for(ws, message, field="message"):
     """Read frames until the one whose `field` is `message`; return it as a dict."""
     while True:
@@ -153,8 +165,13 @@ def main(argv=None):
         if args.command == "listen":
             if args.ready_file:
                 open(args.ready_file, "w").close()
-            for _ in range(args.count):
-                print(ws.recv_text(), flush=True)
+            printed = 0
+            while printed < args.count:
+                text = ws.recv_text()
+                if is_control(text):
+                    continue
+                print(text, flush=True)
+                printed += 1
         else:
             message = args.message or f"probe-{uuid.uuid4().hex}"
             started = time.monotonic()
