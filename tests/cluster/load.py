@@ -277,17 +277,16 @@ class HttpLoad:
                 sent = time.monotonic() - self.start
                 try:
                     status = session.request("GET", self.path)
+                    kind, detail = (None, "") if 200 <= status < 300 else (f"status_{status}", "")
                 except (OSError, http.client.HTTPException) as exc:
-                    self.record(sent, http_failure_kind(exc), str(exc))
-                else:
-                    self.record(sent, None if 200 <= status < 300 else f"status_{status}")
-                    if 200 <= status < 300:
-                        continue
-                self.stop.wait(FAILURE_PAUSE)
+                    kind, detail = http_failure_kind(exc), str(exc)
+                self.record(sent, kind, detail)
+                if kind is not None:
+                    self.stop.wait(FAILURE_PAUSE)  # no busy loop against a balancer that refuses
         finally:
             session.close()
 
-    def record(self, sent: float, kind: str | None = None, detail: str = "") -> None:
+    def record(self, sent: float, kind: str | None, detail: str) -> None:
         """Count one request sent at `sent` seconds into the load; a failure when `kind` is given."""
         with self.lock:
             self.requests += 1
@@ -697,18 +696,23 @@ async def run(args: argparse.Namespace, target: Target) -> dict | None:
 def summary(report: dict, path: str) -> str:
     """A short human summary of the report."""
     http_section, push, ws = report["http"], report["push"], report["ws"]
+
+    def counts(counter: dict) -> str:
+        return f" ({', '.join(f'{kind}: {n}' for kind, n in counter.items())})" if counter else ""
+
     gap = ws["gap_ms"]
+    gap_text = f"gap max {gap['max']} ms, p99 {gap['p99']} ms, p50 {gap['p50']} ms" if ws["reconnects"] else "no gap"
     lines = [
         f"load: {report['duration_s']:.1f} s (+{report['settle_s']:.1f} s settle), "
         f"service {report['config']['service']}",
-        f"http: {http_section['requests']} requests, {http_section['failed']} failed "
-        f"{http_section['failures_by_kind'] or ''}".rstrip(),
-        f"push: {push['sent']} sent, {push['acknowledged']} acknowledged at {push['rate']}/s "
-        f"{push['failed_by_status'] or ''}".rstrip(),
+        f"http: {http_section['requests']} requests, {http_section['failed']} failed"
+        f"{counts(http_section['failures_by_kind'])}",
+        f"push: {push['sent']} sent, {push['acknowledged']} acknowledged, {push['rate']}/s"
+        f"{counts(push['failed_by_status'])}",
         f"ws: {ws['clients_complete']}/{ws['clients']} clients complete, {ws['connected_at_end']} connected at end; "
         f"missing {ws['missing_total']}, duplicates {ws['duplicates_total']}, out of order {ws['out_of_order_total']}",
-        f"ws: {ws['reconnects']} reconnects {ws['close_codes'] or ''}, gap max {gap['max']} ms p99 {gap['p99']} ms "
-        f"p50 {gap['p50']} ms; replayed {ws['replayed']}, resumed {ws['resumed_frames']}, gaps {ws['gap_frames']}",
+        f"ws: {ws['reconnects']} reconnects{counts(ws['close_codes'])}, {gap_text}; "
+        f"replayed {ws['replayed']}, resumed {ws['resumed_frames']}, gaps {ws['gap_frames']}",
         f"report: {path}",
     ]
     return "\n".join(lines)

@@ -74,14 +74,20 @@ class FakeApp:
         the client must drop.
     maxlen: the stream keeps only this many entries, so a resume from a trimmed id gets a ``gap``.
     fail_every: every n-th ``GET /healthz`` is answered 502.
+    refuse_after_drain: for this many seconds after a drain, websocket upgrades are answered 503, as the
+        balancer does while no backend is up.
     """
 
-    def __init__(self, *, drain_at=(), lose_on_resume=False, replay_overlap=0, maxlen=None, fail_every=0):
+    def __init__(
+        self, *, drain_at=(), lose_on_resume=False, replay_overlap=0, maxlen=None, fail_every=0, refuse_after_drain=0
+    ):
         self.drain_at = set(drain_at)
         self.lose_on_resume = lose_on_resume
         self.replay_overlap = replay_overlap
         self.maxlen = maxlen
         self.fail_every = fail_every
+        self.refuse_after_drain = refuse_after_drain
+        self.refusing_until = 0.0
         self.epoch = secrets.token_hex(4)
         self.stream: list[tuple[tuple[int, int], str]] = []
         self.last_id = (0, 0)
@@ -126,6 +132,8 @@ class FakeApp:
                 if headers.get("host") != SITE or (upgrade and headers.get("origin") != f"http://{SITE}"):
                     self.refused_headers += 1
                     status, payload = 403, b'{"error": "host or origin"}'
+                elif upgrade and time.monotonic() < self.refusing_until:
+                    status, payload = 503, b'{"error": "no server available"}'
                 elif upgrade:
                     upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.ws_port)
                     upstream_writer.write(head)
@@ -166,6 +174,7 @@ class FakeApp:
             queue.put_nowait((self.last_id, message))
         self.pushes += 1
         if self.pushes in self.drain_at:
+            self.refusing_until = time.monotonic() + self.refuse_after_drain
             for connection in list(self.queues):
                 asyncio.ensure_future(connection.close(4012, "drain"))
 
@@ -319,11 +328,23 @@ def test_a_gap_frame_is_counted(tmp_path):
     assert ws["gap_frames"] + ws["resumed_frames"] == ws["reconnects"]
 
 
+def test_refused_reconnects_back_off_and_resume(tmp_path):
+    with FakeApp(drain_at={10}, refuse_after_drain=1.2) as app:  # longer than any 4012 reconnect delay
+        report = run_tool(app, tmp_path)
+    assert_all_complete(report)
+    ws = report["ws"]
+    assert ws["connect_errors"]["status_503"] >= CLIENTS
+    assert ws["reconnects"] == ws["resumed_frames"] == CLIENTS
+    assert ws["gap_ms"]["p50"] >= 1000
+
+
 def test_sigterm_ends_the_load_with_a_report(tmp_path):
     report = tmp_path / "report.json"
     with FakeApp() as app:
         process = subprocess.Popen(tool_command(app, report, ("--duration=60",)), stdout=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        deadline = time.monotonic() + 20
+        while app.pushes < 10 and time.monotonic() < deadline:  # the load is under way
+            time.sleep(0.1)
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
     assert process.returncode == 0
