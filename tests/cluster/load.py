@@ -247,10 +247,13 @@ def http_failure_kind(exc: BaseException) -> str:
 class HttpLoad:
     """`concurrency` threads, each GETting `path` in a loop until stopped, counting failures by kind."""
 
-    def __init__(self, target: Target, path: str, concurrency: int, timeout: float, start: float) -> None:
+    def __init__(
+        self, target: Target, path: str, concurrency: int, timeout: float, start: float, pause: float = 0
+    ) -> None:
         self.target = target
         self.path = path
         self.concurrency = concurrency
+        self.pause = pause  # seconds each loop waits between two requests (bounds the load on a small machine)
         self.timeout = timeout
         self.start = start  # time.monotonic() of the load phase's start; failure times count from it
         self.stop = threading.Event()
@@ -281,8 +284,8 @@ class HttpLoad:
                 except (OSError, http.client.HTTPException) as exc:
                     kind, detail = http_failure_kind(exc), str(exc)
                 self.record(sent, kind, detail)
-                if kind is not None:
-                    self.stop.wait(FAILURE_PAUSE)  # no busy loop against a balancer that refuses
+                # After a failure: no busy loop against a balancer that refuses.
+                self.stop.wait(FAILURE_PAUSE if kind is not None else self.pause)
         finally:
             session.close()
 
@@ -656,7 +659,7 @@ async def run(args: argparse.Namespace, target: Target) -> dict | None:
 
         started_at = time.time()
         start = time.monotonic()
-        http_load = HttpLoad(target, args.http_path, args.http_concurrency, args.http_timeout, start)
+        http_load = HttpLoad(target, args.http_path, args.http_concurrency, args.http_timeout, start, args.http_pause)
         pusher = Pusher(target, args.service, args.push_token, args.push_rate, args.http_timeout)
         http_task = asyncio.ensure_future(http_load.run())
         push_task = asyncio.ensure_future(pusher.run(stop))
@@ -681,6 +684,7 @@ async def run(args: argparse.Namespace, target: Target) -> dict | None:
                 "ws_clients": args.ws_clients,
                 "http_concurrency": args.http_concurrency,
                 "http_path": args.http_path,
+                "http_pause": args.http_pause,
                 "push_rate": args.push_rate,
             },
             "http": http_load.report(),
@@ -727,6 +731,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Target]:
     parser.add_argument("--ws-clients", type=int, default=50)
     parser.add_argument("--http-concurrency", type=int, default=20)
     parser.add_argument("--http-path", default="/healthz")
+    parser.add_argument("--http-pause", type=float, default=0.0, help="seconds each HTTP loop waits between requests")
     parser.add_argument("--push-rate", type=float, default=20.0, help="pushes per second")
     parser.add_argument("--push-token", default=os.environ.get("DEPLOY_PUSH_TOKEN"), help="default: $DEPLOY_PUSH_TOKEN")
     parser.add_argument("--duration", type=float, help="seconds of load")
@@ -749,6 +754,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Target]:
         (bool(args.push_token), "give --push-token or set DEPLOY_PUSH_TOKEN"),
         (bool(SERVICE_NAME.fullmatch(args.service)), f"--service must match {SERVICE_NAME.pattern}"),
         (args.http_path.startswith("/"), "--http-path must start with /"),
+        (0 <= args.http_pause <= 10, "--http-pause must be 0-10 seconds"),
     ]
     for ok, message in checks:
         if not ok:

@@ -15,7 +15,6 @@ import time
 import uuid
 
 import pytest
-
 from helpers import servers, wait_for_status
 
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -42,8 +41,13 @@ def playbook(name, *extra):
     """Run playbooks/<name> against the whole cluster as the README does; returns (seconds, completed process)."""
     started = time.monotonic()
     result = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], os.path.join(PROJECT, "playbooks", name),
-         *extra],
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            os.path.join(PROJECT, "playbooks", name),
+            *extra,
+        ],
         env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
         capture_output=True,
         text=True,
@@ -78,10 +82,34 @@ def under_load(site, tmp_path, label, action):
     """Run `action()` while the load runs; returns (seconds the action took, the load's report)."""
     stop, report = tmp_path / f"stop-{label}", tmp_path / f"report-{label}.json"
     load = subprocess.Popen(
-        [sys.executable, LOAD, "--url", site["url"], "--host", site["host"], "--service", f"{label}-{uuid.uuid4().hex[:6]}",
-         "--ws-clients", str(WS_CLIENTS), "--http-concurrency", str(HTTP_CONCURRENCY), "--http-path", "/healthz",
-         "--push-rate", str(PUSH_RATE), "--push-token", site["token"], "--stop-file", str(stop), "--settle", "20",
-         "--report", str(report)],
+        [
+            sys.executable,
+            LOAD,
+            "--url",
+            site["url"],
+            "--host",
+            site["host"],
+            "--service",
+            f"{label}-{uuid.uuid4().hex[:6]}",
+            "--ws-clients",
+            str(WS_CLIENTS),
+            "--http-concurrency",
+            str(HTTP_CONCURRENCY),
+            "--http-path",
+            "/healthz",
+            "--http-pause",
+            "0.05",
+            "--push-rate",
+            str(PUSH_RATE),
+            "--push-token",
+            site["token"],
+            "--stop-file",
+            str(stop),
+            "--settle",
+            "20",
+            "--report",
+            str(report),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -183,7 +211,11 @@ def test_a_stopped_app_host_leaves_the_balancer_and_its_clients_resume_elsewhere
         seconds, report = under_load(site, tmp_path, "app host killed", stop_the_container)
     finally:
         subprocess.run(["docker", "start", name], check=True, capture_output=True)
-    print(summary(f"{name} killed, DOWN after {timings.get('down', -1):.1f} s (limit {down_limit:.1f} s)", seconds, report))
+    print(
+        summary(
+            f"{name} killed, DOWN after {timings.get('down', -1):.1f} s (limit {down_limit:.1f} s)", seconds, report
+        )
+    )
     ws = report["ws"]
     # Requests in flight on the killed host when it died fail (counted above); nothing else may.
     assert report["http"]["failed"] <= HTTP_CONCURRENCY, report["http"]
