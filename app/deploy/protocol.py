@@ -44,7 +44,11 @@ def validate_message(message):
 
 def check_size(text, what):
     """Raise ``MessageTooLarge`` if ``text`` is over ``DEPLOY_MAX_MESSAGE_BYTES`` in UTF-8."""
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        # JSON can carry a lone surrogate ("\ud800"): no text a client can be sent.
+        raise InvalidInput(f"{what} is not valid Unicode text (a lone surrogate)") from None
     limit = settings.DEPLOY_MAX_MESSAGE_BYTES
     if size > limit:
         raise MessageTooLarge(f"{what} is {size} bytes, the limit is {limit}")
@@ -75,6 +79,14 @@ def timestamp():
     return datetime.now(timezone.utc).isoformat()
 
 
+def loads(text):
+    """``json.loads`` that refuses nesting deeper than Python's recursion limit with ``InvalidInput``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidInput("JSON is nested too deeply") from None
+
+
 def parse_client_frame(text_data):
     """Return the message of a client frame ``{"message": "..."}`` or raise ``InvalidInput``.
 
@@ -84,7 +96,9 @@ def parse_client_frame(text_data):
         raise InvalidInput("binary frames are not accepted; send JSON text")
     check_size(text_data, "frame")
     try:
-        frame = json.loads(text_data)
+        frame = loads(text_data)
+    except InvalidInput:
+        raise
     except ValueError:
         raise InvalidInput("frame is not valid JSON") from None
     if not isinstance(frame, dict):

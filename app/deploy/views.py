@@ -1,6 +1,5 @@
 """HTTP views: the page, the health probes and the push endpoint."""
 
-import json
 import logging
 
 from django.conf import settings
@@ -11,7 +10,7 @@ from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 
 from deploy import health
-from deploy.protocol import InvalidInput, MessageTooLarge, validate_service
+from deploy.protocol import InvalidInput, MessageTooLarge, loads, validate_service
 from deploy.push import send_channel_msg
 
 logger = logging.getLogger(__name__)
@@ -86,7 +85,9 @@ def read_message(request):
     """The message of a push request body; raises ``InvalidInput`` for a bad body."""
     if request.content_type == "application/json":
         try:
-            body = json.loads(request.body.decode("utf-8"))
+            body = loads(request.body.decode("utf-8"))
+        except InvalidInput:
+            raise
         except ValueError:
             raise InvalidInput("body is not valid JSON") from None
         if not isinstance(body, dict) or "message" not in body:

@@ -88,6 +88,7 @@ BAD_FRAMES = [
     pytest.param({"text": '{"message": ""}'}, "empty", id="empty-message"),
     pytest.param({"bytes": b'{"message": "hi"}'}, "binary frames", id="binary"),
     pytest.param({"text": json.dumps({"message": "x" * 100})}, "the limit is 64", id="oversize"),
+    pytest.param({"text": '{"message": "\\ud800"}'}, "lone surrogate", id="lone-surrogate"),
 ]
 
 
@@ -104,6 +105,17 @@ async def test_bad_frame_gets_error_and_reaches_nobody(connect, settings, caplog
     assert "refused frame" in caplog.records[0].getMessage()
     assert await other.receive_nothing(timeout=0.1)
     # The connection stays open and works.
+    await sender.send_json_to({"message": "still here"})
+    for client in (sender, other):
+        assert (await receive(client))["message"] == "still here"
+
+
+async def test_deeply_nested_frame_gets_error_and_the_connection_stays(connect):
+    sender, other = await connect("tasks"), await connect("tasks")
+    await sender.send_to(text_data="[" * 30000)
+    reply = await receive(sender)
+    assert reply == {"type": "error", "error": "JSON is nested too deeply"}
+    assert await other.receive_nothing(timeout=0.1)
     await sender.send_json_to({"message": "still here"})
     for client in (sender, other):
         assert (await receive(client))["message"] == "still here"

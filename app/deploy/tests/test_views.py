@@ -99,6 +99,8 @@ async def test_push_endpoint_plain_text_is_delivered(client, connect):
         ("tasks", "application/json", '{"text": "hi"}', "JSON body must be an object"),
         ("tasks", "application/json", '{"message": 3}', "must be a string"),
         ("tasks", "application/json", '{"message": ""}', "empty"),
+        ("tasks", "application/json", '{"message": "\\ud800"}', "lone surrogate"),
+        ("tasks", "application/json", "[" * 30000, "nested too deeply"),
         ("tasks", "text/plain", "\n", "empty"),
         ("tasks", "application/x-www-form-urlencoded", "message=hi", "application/json or"),
         ("bad%20name", "application/json", '{"message": "hi"}', "invalid service name"),
