@@ -80,7 +80,7 @@ def timestamp():
 
 
 def loads(text):
-    """``json.loads`` that refuses nesting deeper than Python's recursion limit with ``InvalidInput``."""
+    """``json.loads`` that refuses nesting deeper than the recursion limit with ``InvalidInput``."""
     try:
         return json.loads(text)
     except RecursionError:
