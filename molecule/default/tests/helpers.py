@@ -35,19 +35,20 @@ def frames(output):
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
-def http_get(host, path, unix=None):
-    """GET through nginx (or a unix socket) from inside the host; returns (status, headers, body)."""
+def http_get(host, path, unix=None, headers=None):
+    """GET through nginx (or a unix socket) from inside the host, with extra `headers`; returns (status, headers,
+    body)."""
     script = r"""
 import http.client, json, socket, sys
 class Unix(http.client.HTTPConnection):
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX); self.sock.settimeout(10); self.sock.connect(sys.argv[2])
 conn = Unix("localhost") if sys.argv[2] else http.client.HTTPConnection("127.0.0.1", 80, timeout=10)
-conn.request("GET", sys.argv[1], headers={"Host": "localhost"})
+conn.request("GET", sys.argv[1], headers={"Host": "localhost", **json.loads(sys.argv[3])})
 r = conn.getresponse()
 print(json.dumps({"status": r.status, "headers": dict(r.getheaders()), "body": r.read().decode(errors="replace")}))
 """
-    out = host.check_output("python3 -c %s %s %s", script, path, unix or "")
+    out = host.check_output("python3 -c %s %s %s %s", script, path, unix or "", json.dumps(headers or {}))
     data = json.loads(out)
     return data["status"], data["headers"], data["body"]
 

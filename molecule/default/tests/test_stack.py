@@ -155,6 +155,16 @@ def test_websocket_is_answered_by_the_asgi_server(host, layout, service):
     assert f"/ws/deploy/{service}/" in logs
 
 
+def test_a_client_cannot_choose_the_address_the_asgi_server_logs(host, layout, service):
+    # nginx passes on its peer's address ($remote_addr), not what the client put into X-Forwarded-For.
+    path = f"/ws/deploy/{service}-forwarded/"
+    http_get(host, path, headers={"X-Forwarded-For": "203.0.113.9"})
+    logs = host.check_output("cat %s/%s-*.log", layout["log_dir"], layout["program"])
+    lines = [line for line in logs.splitlines() if path in line]
+    assert lines, f"no log line for {path}"
+    assert not [line for line in lines if "203.0.113.9" in line], lines
+
+
 def test_two_clients_receive_a_third_clients_message_and_a_manage_push(host, layout, service):
     url = WS.format(service=service)
     manage = f"{layout['project']}-manage"
