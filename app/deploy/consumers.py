@@ -4,6 +4,7 @@ import json
 import logging
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from deploy import history
@@ -50,6 +51,20 @@ class DeployConsumer(AsyncWebsocketConsumer):
     #: ``(epoch, (ms, n))``: the client has every entry up to there (its position, then what was
     #: replayed) before the live messages; live events at or below it are duplicates.
     replayed_to = None
+
+    async def dispatch(self, message):
+        """Call the handler of ``message`` without closing old database connections first.
+
+        Since channels 4.2 ``AsyncConsumer.dispatch`` runs ``aclose_old_connections()`` in a
+        worker thread before every handler (django/channels#2090): one thread hop per delivered
+        message, about 40 % of the CPU a delivery costs. This consumer never uses the database; a
+        handler that comes to use the ORM must do it through ``database_sync_to_async``, which
+        closes old connections around each call itself.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         service = self.scope["url_route"]["kwargs"]["service"]

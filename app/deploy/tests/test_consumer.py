@@ -4,6 +4,7 @@ import json
 import logging
 from datetime import datetime
 
+import channels.consumer
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -150,3 +151,28 @@ async def test_disconnected_client_leaves_the_group(connect):
     await client.disconnect()
     layer = get_channel_layer()
     assert "deploy.tasks" not in layer.groups or not layer.groups["deploy.tasks"]
+
+
+async def test_a_delivery_does_not_close_database_connections_in_a_thread(connect, monkeypatch):
+    """channels >= 4.2 closes old database connections before each handler; not this consumer."""
+    if not hasattr(channels.consumer, "aclose_old_connections"):
+        pytest.skip("channels < 4.2 does not close connections per message")
+    calls = []
+
+    async def counting():
+        calls.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counting)
+    client = await connect("tasks")
+    await get_channel_layer().group_send("deploy.tasks", {"type": "deploy.run", "text": "hop"})
+    assert (await receive(client))["message"] == "hop"
+    assert calls == []
+    # Channels' own dispatch does call it: the check above would see it.
+    consumer = channels.consumer.AsyncConsumer()
+
+    async def handler(message):
+        pass
+
+    consumer.deploy_run = handler
+    await channels.consumer.AsyncConsumer.dispatch(consumer, {"type": "deploy.run"})
+    assert calls == [1]
