@@ -1,32 +1,36 @@
 """Run the benchmarks and write bench/results/: one JSON file per benchmark, results.md and fanout.png.
 
-    python bench/run.py [provision|http|push|fanout|image|report ...] [--configs a,b] [--clients C]
+    python bench/run.py [provision|http|push|fanout|image|cluster|report ...] [--configs a,b] [--clients C]
 
 Every figure stands beside the floor it is held against, measured in the same run: converge against
 installing the same packages by hand, nginx->uwsgi against uwsgi alone, the deployed websocket stack
 against a bare `websockets` broadcaster, push latency against the cost of the transport alone. Absolute
 numbers move with the machine's load, so read the ratios.
 
-Targets are containers named bench-* only; load goes to 127.0.0.1 and to those containers only. The parts
-live in devbench/ (see bench/README.md, "Files").
+Targets are containers named bench-* only, and for the part `cluster` (not in the default set: it converges the
+local cluster of `bin/toolkit cluster` when it is not up, about 8 minutes) the devops-cluster-* containers; load
+goes to 127.0.0.1 and to those containers only. The parts live in devbench/ (see bench/README.md, "Files").
 """
 
 import argparse
 import json
 import time
 
-from devbench import fanout, http, image, provision, push, report
+from devbench import cluster, fanout, http, image, provision, push, report
 from devbench.common import LOGS, RESULTS, STACK, log
 from devbench.configs import CONFIGS, FANOUT_CONFIGS, HTTP_CONFIGS
 from devbench.playbook import converge
 from devbench.target import exists, start_container
 
-BENCHMARKS = ["provision", "http", "push", "fanout", "image"]
+BENCHMARKS = ["provision", "http", "push", "fanout", "image"]  # the default set
+EXTRA = ["cluster"]  # only when named
 
 
 def arguments():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", default=[], help=f"{' '.join(BENCHMARKS)} (default: all), or report")
+    parser.add_argument(
+        "names", nargs="*", default=[], help=f"{' '.join(BENCHMARKS)} (default: these), {' '.join(EXTRA)}, or report"
+    )
     parser.add_argument(
         "--configs", default=",".join(FANOUT_CONFIGS), help=f"fan-out configurations of {list(CONFIGS)}"
     )
@@ -45,7 +49,7 @@ def arguments():
     args = parser.parse_args()
     args.configs = [c for c in args.configs.split(",") if c]
     args.names = args.names or BENCHMARKS
-    unknown = set(args.names) - {*BENCHMARKS, "report"}
+    unknown = set(args.names) - {*BENCHMARKS, *EXTRA, "report"}
     if unknown or set(args.configs) - set(CONFIGS):
         parser.error(f"unknown benchmark or configuration: {unknown or set(args.configs) - set(CONFIGS)}")
     return args
@@ -90,6 +94,8 @@ def main():
         save("fanout", fan)
     if "image" in names:
         save("image", image.run(args))
+    if "cluster" in names:
+        save("cluster", cluster.run(args))
     report.write()
     log(f"bench done in {time.monotonic() - started:.0f} s")
 

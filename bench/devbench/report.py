@@ -5,6 +5,7 @@ import os
 import sys
 import time
 
+from .cluster import SETUPS, at_capacity, sort_key
 from .common import RESULTS, ROOT, log, sh
 from .fanout import cost
 
@@ -135,7 +136,115 @@ def image(i):
     ]
 
 
-SECTIONS = (("fanout", fanout), ("http", http), ("push", push), ("provision", provision), ("image", image))
+def cores(value):
+    return "" if value is None else f"{value:.2f}"
+
+
+def per_host(counts):
+    return " / ".join(str(counts.get(host, 0)) for host in ("app1", "app2")) if counts else "n/a"
+
+
+def by_container(cpu):
+    """Cores per container ("lb 0.21 app1 0.85 ..."), summed over its processes."""
+    totals = {}
+    for label, value in sorted(cpu.items(), key=lambda item: sort_key(item[0])):
+        container = label.split()[0]
+        totals[container] = totals.get(container, 0) + value
+    return " ".join(f"{k} {v:.2f}" for k, v in totals.items())
+
+
+def cluster(c):
+    """One app host against two, through the balancer: headline figures, then the CPU of every process."""
+    fan, web, setups = c.get("fanout", {}), c.get("http", {}), list(SETUPS)
+    peak = {name: at_capacity(fan[name]) if name in fan else None for name in setups}
+
+    def row(what, values, compare=True):
+        cells = [v if isinstance(v, str) else ("n/a" if v is None else f"{v:.0f}") for v in values]
+        last = ratio(values[1], values[0]) if compare and not isinstance(values[0], str) else ""
+        return f"| {what} | {' | '.join(cells)} | {last} |"
+
+    def fig(part, name, key):
+        return part.get(name, {}).get(key)
+
+    lines = [
+        "## Cluster: one app host against two, through the balancer",
+        "",
+        f"`bin/toolkit bench cluster`: the local cluster of `bin/toolkit cluster` (HAProxy on devops-cluster-lb; "
+        f"nginx, {c['asgi_processes']} x {'/'.join(c['asgi'])} and uwsgi {c['uwsgi']['app1']} on devops-cluster-app1 "
+        f"and -app2; Redis on devops-cluster-redis), every container on this machine's {c['cpus']} CPUs. "
+        "One app host = app2 drained in the balancer (no new sessions; it keeps running). Fan-out: the fan-out sweep "
+        f"({c['clients']} clients, one sender, p99 < {c['p99_limit_ms']} ms) against the balancer's address. "
+        f"HTTP: `GET /healthz`, wrk -t1 -c{c['http_connections']} inside devops-cluster-lb against its 127.0.0.1:80 "
+        f"(both hosts' uwsgi threads), alternating {c['http_seconds']} s rounds, medians.",
+        "",
+        "| figure | one app host | two app hosts | two ÷ one |",
+        "| --- | ---: | ---: | ---: |",
+        row("fan-out capacity, deliveries/s", [fig(fan, n, "capacity_per_s") for n in setups]),
+        row(
+            "fan-out server CPU µs per delivery (all containers)",
+            [cost(fan[n]["steps"]) if n in fan else None for n in setups],
+        ),
+        row("fan-out websockets per app host (app1 / app2)", [per_host(fig(fan, n, "websockets")) for n in setups]),
+        row("HTTP requests/s", [fig(web, n, "rps") for n in setups]),
+        row("HTTP requests/s of each round", [", ".join(map(str, fig(web, n, "rounds") or [])) for n in setups]),
+        row("HTTP p99 ms", [ms(fig(web, n, "p99_ms")) for n in setups], compare=False),
+        row("HTTP errors", [fig(web, n, "errors") for n in setups], compare=False),
+        row("HTTP server CPU µs per request (all containers)", [fig(web, n, "server_us_per_request") for n in setups]),
+        row("HTTP answers per app host (app1 / app2)", [per_host(fig(web, n, "answers")) for n in setups]),
+        "",
+    ]
+    columns = [(f"fan-out, {n}", (peak[n] or {}).get("server_cpu", {})) for n in setups]
+    columns += [(f"HTTP, {n}", web.get(n, {}).get("cpu", {})) for n in setups]
+    harness = [(s["sender_cpu"] + sum(s["receiver_cpu"])) if s else None for s in peak.values()]
+    harness += [web[n]["wrk_cpu"] if n in web else None for n in setups]
+    offered = [f"{s['offered_per_s']:.0f}/s" if s else "n/a" for s in peak.values()]
+    offered += [f"{web[n]['rps']:.0f} req/s" if n in web else "n/a" for n in setups]
+    labels = sorted({label for _, cpu in columns for label in cpu}, key=sort_key)
+    lines += [
+        "CPU of each process, in cores (fraction of one CPU): fan-out at the highest passing step, HTTP the median "
+        "of the rounds. ASGI processes one by one; nginx, uwsgi and HAProxy summed over their master and workers; "
+        "other = the rest of the container (systemd, journald, supervisord, ...).",
+        "",
+        f"| container | process | {' | '.join(name for name, _ in columns)} |",
+        "| --- | --- |" + " ---: |" * len(columns),
+        f"| | load | {' | '.join(offered)} |",
+    ]
+    for label in labels:
+        container, _, name = label.partition(" ")
+        lines.append(f"| {container} | {name} | {' | '.join(cores(cpu.get(label)) for _, cpu in columns)} |")
+    stack = [sum(cpu.values()) if cpu else None for _, cpu in columns]
+    every = [a + b if a is not None and b is not None else None for a, b in zip(stack, harness)]
+    rest = [c["cpus"] - v if v is not None else None for v in every]
+    lines += [
+        f"| **all containers** | | {' | '.join(cores(v) for v in stack)} |",
+        f"| load generator | fan-out: sender + receivers; HTTP: wrk | {' | '.join(cores(v) for v in harness)} |",
+        f"| **everything measured** | | {' | '.join(cores(v) for v in every)} |",
+        f"| rest of the {c['cpus']} CPUs | idle, kernel, other processes | {' | '.join(cores(v) for v in rest)} |",
+        "",
+        "<details><summary>every fan-out step (CPU per container)</summary>",
+        "",
+        "| app hosts | offered/s | delivered/s | % delivered | p50 ms | p99 ms | max ms | CPU (cores) | sender CPU | "
+        "receiver CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for name in setups:
+        for s in fan.get(name, {}).get("steps", []):
+            lines.append(
+                f"| {name} | {s['offered_per_s']:.0f} | {s['delivered_per_s']:.0f} | {s['delivered_pct']:.2f} | "
+                f"{s['p50'] or 0:.1f} | {s['p99'] or 0:.1f} | {s['max'] or 0:.1f} | {by_container(s['server_cpu'])} | "
+                f"{s['sender_cpu']:.2f} | {' '.join(f'{v:.2f}' for v in s['receiver_cpu'])} |"
+            )
+    return lines + ["", "</details>", ""]
+
+
+SECTIONS = (
+    ("fanout", fanout),
+    ("http", http),
+    ("push", push),
+    ("provision", provision),
+    ("image", image),
+    ("cluster", cluster),
+)
 
 
 def render(data, written, cpus):

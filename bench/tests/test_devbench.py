@@ -149,3 +149,253 @@ def test_image_figures_from_the_result_file():
     row = image.figures(148.2, {"ref": ref, "size": "282412345"})
     assert row == {"measured": True, "build_s": 148.2, "image": ref, "size_mb": 282}
     assert image.figures(1.0, {"ref": "x", "size": 5_000_000})["size_mb"] == 5
+
+
+# The cluster part (devbench/cluster.py): process labels, the balancer's stats, the report section.
+
+TOP = [  # `docker top devops-cluster-app1 -eo pid,args`, trimmed
+    (4944, "/lib/systemd/systemd"),
+    (5055, "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;"),
+    (5056, "nginx: worker process"),
+    (5074, "/srv/devops/venvs/43c/bin/python3 /srv/devops/current/venv/bin/daphne -u /run/devops/daphne-1.sock x:a"),
+    (5073, "/srv/devops/venvs/43c/bin/python3 /srv/devops/current/venv/bin/daphne -u /run/devops/daphne-0.sock x:a"),
+    (5075, "/srv/devops/venvs/43c/bin/python3 /srv/devops/current/venv/bin/uwsgi --ini /etc/devops/uwsgi.ini"),
+    (5078, "/srv/devops/venvs/43c/bin/python3 /srv/devops/current/venv/bin/uwsgi --ini /etc/devops/uwsgi.ini"),
+    (5044, "/usr/bin/python3 /usr/bin/supervisord -n -c /etc/supervisor/supervisord.conf"),
+]
+
+
+def test_cluster_labels_each_asgi_process_and_sums_the_rest():
+    from devbench import cluster
+
+    assert cluster.labels(TOP, "devops-cluster-app1") == {
+        4944: "app1 other",
+        5044: "app1 other",
+        5055: "app1 nginx",
+        5056: "app1 nginx",
+        5073: "app1 daphne 0",
+        5074: "app1 daphne 1",
+        5075: "app1 uwsgi",
+        5078: "app1 uwsgi",
+    }
+    uvicorn = [
+        (9, "/srv/v/bin/python /srv/v/bin/uvicorn --fd 0 a:b"),
+        (7, "/srv/v/bin/python /srv/v/bin/uvicorn --fd 0"),
+    ]
+    assert cluster.labels(uvicorn, "devops-cluster-app2") == {7: "app2 uvicorn 0", 9: "app2 uvicorn 1"}
+    lb = [(1, "/usr/sbin/haproxy -Ws -f /etc/haproxy/haproxy.cfg -p /run/haproxy.pid -S /run/haproxy-master.sock")]
+    assert cluster.labels(lb, "devops-cluster-lb") == {1: "lb haproxy"}
+    assert cluster.program("python3 -c import resource ... wrk -t1 -c16 -d4s http://127.0.0.1:80/healthz") == "wrk"
+    assert cluster.program("/usr/bin/redis-server 0.0.0.0:6379") == "redis"
+    shuffled = [
+        "redis redis",
+        "app2 uwsgi",
+        "app1 daphne 10",
+        "app1 daphne 2",
+        "lb haproxy",
+        "app1 other",
+        "app1 nginx",
+    ]
+    assert sorted(shuffled, key=cluster.sort_key) == [
+        "lb haproxy",
+        "app1 nginx",
+        "app1 daphne 2",
+        "app1 daphne 10",
+        "app1 other",
+        "app2 uwsgi",
+        "redis redis",
+    ]
+
+
+SHOW_STAT = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,status,hrsp_1xx,hrsp_2xx,hrsp_3xx
+http,FRONTEND,,,3,10,4096,900,0,0,OPEN,0,880,0
+app,devops-cluster-app1,0,0,2,8,,500,0,0,UP,0,490,0
+app,devops-cluster-app2,0,0,0,8,,400,0,0,DRAIN,0,,0
+app,BACKEND,0,0,2,10,410,900,0,0,UP,0,880,0
+prometheus,FRONTEND,,,0,1,4096,0,0,0,OPEN,0,0,0
+
+"""
+
+
+def test_cluster_reads_the_balancers_stats():
+    from devbench import cluster
+
+    servers = cluster.parse_stat(SHOW_STAT)
+    assert servers == {
+        "devops-cluster-app1": {"status": "UP", "sessions": 2, "total": 500, "2xx": 490},
+        "devops-cluster-app2": {"status": "DRAIN", "sessions": 0, "total": 400, "2xx": 0},
+    }
+    later = {k: dict(v, total=v["total"] + 101) for k, v in servers.items()}
+    assert cluster.served(servers, later, "total") == {"app1": 101, "app2": 101}
+
+
+def test_cluster_medians_and_the_step_at_capacity():
+    from devbench import cluster
+
+    rounds = [
+        {"rps": 900.0, "p99_ms": 9.0, "cpu": {"lb haproxy": 0.3, "app1 uwsgi": 0.9}, "answers": {"app1": 1}},
+        {"rps": 1100.0, "p99_ms": 3.0, "cpu": {"lb haproxy": 0.5, "app1 uwsgi": 0.7}, "answers": {"app1": 3}},
+        {"rps": 1000.0, "p99_ms": 5.0, "cpu": {"lb haproxy": 0.4, "app1 uwsgi": 0.8}, "answers": {"app1": 2}},
+    ]
+    assert cluster.median_row(rounds) == {
+        "rps": 1000.0,
+        "p99_ms": 5.0,
+        "cpu": {"lb haproxy": 0.4, "app1 uwsgi": 0.8},
+        "answers": {"app1": 2},
+        "rounds": [900, 1100, 1000],
+    }
+    steps = [{"rate": 5, "ok": True}, {"rate": 8, "ok": True}, {"rate": 10, "ok": False}, {"rate": 13, "ok": False}]
+    assert cluster.at_capacity({"steps": steps}) == {"rate": 8, "ok": True}
+    assert cluster.at_capacity({"steps": steps[2:]}) is None
+
+
+def cluster_step(rate, ok, app2):
+    return {
+        "rate": rate,
+        "offered_per_s": rate * 200,
+        "delivered_per_s": rate * 200,
+        "delivered_pct": 100.0,
+        "p50": 20.0,
+        "p99": 100.0 if ok else 300.0,
+        "max": 120.0,
+        "server_cpu": {"lb haproxy": 0.1, "app1 daphne 0": 0.5, "app1 daphne 1": 0.4, "app2 daphne 0": app2},
+        "server_us_per_delivery": 150.0,
+        "sender_cpu": 0.02,
+        "receiver_cpu": [0.05, 0.04],
+        "ok": ok,
+    }
+
+
+CLUSTER = {
+    "clients": 200,
+    "workers": 2,
+    "p99_limit_ms": 250,
+    "cpus": 2,
+    "asgi": ["daphne"],
+    "asgi_processes": 2,
+    "uwsgi": {"app1": "4 x 2", "app2": "4 x 2"},
+    "http_connections": 16,
+    "http_seconds": 4,
+    "fanout": {
+        "one app host": {
+            "capacity_per_s": 1000,
+            "websockets": {"app1": 201, "app2": 0},
+            "steps": [cluster_step(5, True, 0.0), cluster_step(8, False, 0.0)],
+        },
+        "two app hosts": {
+            "capacity_per_s": 1600,
+            "websockets": {"app1": 101, "app2": 100},
+            "steps": [cluster_step(5, True, 0.3), cluster_step(8, True, 0.4)],
+        },
+    },
+    "http": {
+        "one app host": {
+            "rps": 2000.0,
+            "p99_ms": 12.5,
+            "errors": 0,
+            "wrk_cpu": 0.1,
+            "cpu": {"lb haproxy": 0.2, "app1 uwsgi": 1.2, "app2 uwsgi": 0.0},
+            "server_us_per_request": 700.0,
+            "answers": {"app1": 8000, "app2": 0},
+            "rounds": [2000, 1900, 2100],
+        },
+        "two app hosts": {
+            "rps": 2200.0,
+            "p99_ms": 11.0,
+            "errors": 0,
+            "wrk_cpu": 0.1,
+            "cpu": {"lb haproxy": 0.25, "app1 uwsgi": 0.7, "app2 uwsgi": 0.7},
+            "server_us_per_request": 750.0,
+            "answers": {"app1": 4400, "app2": 4400},
+            "rounds": [2200, 2250, 2150],
+        },
+    },
+}
+
+
+def test_report_cluster_side_by_side():
+    text = report.render({"cluster": CLUSTER}, "2026-01-01 00:00", 2)
+    assert "## Cluster: one app host against two, through the balancer" in text
+    assert "| fan-out capacity, deliveries/s | 1000 | 1600 | 1.6 |" in text
+    assert "| fan-out server CPU µs per delivery (all containers) | 150 | 150 | 1 |" in text
+    assert "| fan-out websockets per app host (app1 / app2) | 201 / 0 | 101 / 100 |  |" in text
+    assert "| HTTP requests/s | 2000 | 2200 | 1.1 |" in text
+    assert "| HTTP requests/s of each round | 2000, 1900, 2100 | 2200, 2250, 2150 |  |" in text
+    assert "| HTTP p99 ms | 12.5 | 11.0 |  |" in text
+    assert "| HTTP answers per app host (app1 / app2) | 8000 / 0 | 4400 / 4400 |  |" in text
+    # The CPU table: fan-out at the highest passing step (one host: 1000/s, two: 1600/s), HTTP's medians.
+    assert (
+        "| container | process | fan-out, one app host | fan-out, two app hosts | HTTP, one app host | "
+        "HTTP, two app hosts |" in text
+    )
+    assert "| | load | 1000/s | 1600/s | 2000 req/s | 2200 req/s |" in text
+    assert "| lb | haproxy | 0.10 | 0.10 | 0.20 | 0.25 |" in text
+    assert "| app1 | daphne 1 | 0.40 | 0.40 |  |  |" in text
+    assert "| app2 | daphne 0 | 0.00 | 0.40 |  |  |" in text
+    assert "| app2 | uwsgi |  |  | 0.00 | 0.70 |" in text
+    assert "| **all containers** | | 1.00 | 1.40 | 1.40 | 1.65 |" in text
+    assert "| load generator | fan-out: sender + receivers; HTTP: wrk | 0.11 | 0.11 | 0.10 | 0.10 |" in text
+    assert "| **everything measured** | | 1.11 | 1.51 | 1.50 | 1.75 |" in text
+    assert "| rest of the 2 CPUs | idle, kernel, other processes | 0.89 | 0.49 | 0.50 | 0.25 |" in text
+    assert (
+        "| two app hosts | 1600 | 1600 | 100.00 | 20.0 | 100.0 | 120.0 | lb 0.10 app1 0.90 app2 0.40 | 0.02 |" in text
+    )
+    rows = [line for line in text.splitlines() if line.startswith("| lb |") or line.startswith("| app")]
+    assert [line.split(" | ")[:2] for line in rows[:5]] == [
+        ["| lb", "haproxy"],
+        ["| app1", "daphne 0"],
+        ["| app1", "daphne 1"],
+        ["| app1", "uwsgi"],
+        ["| app2", "daphne 0"],
+    ]
+
+
+def test_report_cluster_without_the_http_part():
+    partial = dict(CLUSTER, http={})
+    text = report.render({"cluster": partial}, "2026-01-01 00:00", 2)
+    assert "| HTTP requests/s | n/a | n/a | n/a |" in text
+    assert "| | load | 1000/s | 1600/s | n/a | n/a |" in text
+
+
+def test_wsload_counts_message_frames_only():
+    """Since the resume protocol each connection starts with a hello frame (and message frames carry the entry's id
+    and epoch): the generator's regex matches the `b<step> <i> <time>` body of message frames only. An epoch is
+    secrets.token_urlsafe (no spaces), an id "<ms>-<n>": neither can match it."""
+    import asyncio
+
+    import wsload
+
+    def server_frame(document):
+        payload = json.dumps(document).encode()
+        assert len(payload) < 126
+        return bytes([0x81, len(payload)]) + payload
+
+    async def feed():
+        stats = wsload.Stats()
+        stats.reset(3)
+        client = wsload.Client("localhost", "/ws/deploy/bench/", stats)
+        ids = {"epoch": "b12Xy-Q_3kLm9a", "id": "1764480000000-0"}
+        hello = {"type": "hello", "service": "bench", "epoch": ids["epoch"], "last": ids["id"]}
+        message = {"type": "message", "message": "b3 0 1764480000.250000", "seq": 1, **ids}
+        old = {"type": "message", "message": "b2 9 1764480000.100000", "seq": 2, **ids}
+        handshake = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+        data = (
+            handshake + server_frame(hello) + server_frame({"type": "resumed", "replayed": 0}) + server_frame(message)
+        )
+        client.data_received(data[:50])
+        client.data_received(data[50:] + server_frame(old))
+        return client, stats
+
+    client, stats = asyncio.run(feed())
+    assert client.open.result() is True
+    assert (stats.received, stats.late) == (1, 1)
+
+
+def test_command_line_cluster_only_when_named(monkeypatch):
+    import run
+
+    monkeypatch.setattr(sys, "argv", ["run.py"])
+    assert "cluster" not in run.arguments().names
+    monkeypatch.setattr(sys, "argv", ["run.py", "cluster", "--clients", "100"])
+    args = run.arguments()
+    assert (args.names, args.clients) == (["cluster"], 100)
