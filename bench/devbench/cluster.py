@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 from . import fanout, http
 from .common import HOST, ROOT, log, sh
@@ -181,10 +182,35 @@ def at_capacity(result):
     return passed[-1] if passed else None
 
 
+def machine_busy(text=None):
+    """CPU seconds the whole machine has been busy so far (every CPU; processes and the kernel's interrupt work,
+    not steal), from the first line of /proc/stat."""
+    fields = [int(v) for v in (text or Path("/proc/stat").read_text()).splitlines()[0].split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def with_machine_cpu(measure):
+    """fanout.measure, and how busy the whole machine was during the step (cores) in the row."""
+
+    def step(gen, rate, args, server_pids):
+        busy, started = machine_busy(), time.time()
+        row = measure(gen, rate, args, server_pids)
+        row["machine_cpu"] = round((machine_busy() - busy) / (time.time() - started), 2)
+        return row
+
+    return step
+
+
 def fan_out(args, count):
     app_hosts(count)
     pids, before = cluster_pids(), stat()
-    result = fanout.sweep((container_ip(LB), 80), args, pids)
+    # fanout.sweep as it is, its steps measured with the machine's CPU as well.
+    measure, fanout.measure = fanout.measure, with_machine_cpu(fanout.measure)
+    try:
+        result = fanout.sweep((container_ip(LB), 80), args, pids)
+    finally:
+        fanout.measure = measure
     result["websockets"] = served(before, stat(), "total")  # receivers and the sender, per app host
     return result
 
@@ -192,10 +218,13 @@ def fan_out(args, count):
 def wrk_round(connections, seconds, pids):
     """One wrk run inside the balancer; its figures, the CPU of each process and the answers per app host."""
     before, cpu_before = stat(), fanout.cpu_seconds(pids)
+    busy, started = machine_busy(), time.time()
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {HOST}"]
     out = sh("docker", "exec", LB, "python3", "-c", http.WRK, *argv, "http://127.0.0.1:80/healthz").stdout
+    machine = (machine_busy() - busy) / (time.time() - started)  # over docker exec's whole run
     cpu_after, after = fanout.cpu_seconds(pids), stat()
     row = http.parse_wrk(out, seconds)
+    row["machine_cpu"] = round(machine, 3)
     row["cpu"] = {k: round((cpu_after.get(k, 0) - v) / seconds, 3) for k, v in cpu_before.items()}
     requests = row["rps"] * seconds
     row["server_us_per_request"] = sum(cpu_after.get(k, 0) - v for k, v in cpu_before.items()) / requests * 1e6

@@ -214,24 +214,27 @@ def cluster(c):
         lines.append(f"| {container} | {name} | {' | '.join(cores(cpu.get(label)) for _, cpu in columns)} |")
     stack = [sum(cpu.values()) if cpu else None for _, cpu in columns]
     every = [a + b if a is not None and b is not None else None for a, b in zip(stack, harness)]
-    rest = [c["cpus"] - v if v is not None else None for v in every]
+    machine = [(s or {}).get("machine_cpu") for s in peak.values()] + [fig(web, n, "machine_cpu") for n in setups]
+    idle = [c["cpus"] - v if v is not None else None for v in machine]
     lines += [
         f"| **all containers** | | {' | '.join(cores(v) for v in stack)} |",
         f"| load generator | fan-out: sender + receivers; HTTP: wrk | {' | '.join(cores(v) for v in harness)} |",
-        f"| **everything measured** | | {' | '.join(cores(v) for v in every)} |",
-        f"| rest of the {c['cpus']} CPUs | idle, kernel, other processes | {' | '.join(cores(v) for v in rest)} |",
+        f"| **these processes together** | | {' | '.join(cores(v) for v in every)} |",
+        f"| **machine busy** | /proc/stat: every process and the kernel | {' | '.join(cores(v) for v in machine)} |",
+        f"| idle | of {c['cpus']} CPUs | {' | '.join(cores(v) for v in idle)} |",
         "",
         "<details><summary>every fan-out step (CPU per container)</summary>",
         "",
-        "| app hosts | offered/s | delivered/s | % delivered | p50 ms | p99 ms | max ms | CPU (cores) | sender CPU | "
-        "receiver CPU |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+        "| app hosts | offered/s | delivered/s | % delivered | p50 ms | p99 ms | max ms | containers' CPU (cores) | "
+        "machine busy | sender CPU | receiver CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |",
     ]
     for name in setups:
         for s in fan.get(name, {}).get("steps", []):
             lines.append(
                 f"| {name} | {s['offered_per_s']:.0f} | {s['delivered_per_s']:.0f} | {s['delivered_pct']:.2f} | "
                 f"{s['p50'] or 0:.1f} | {s['p99'] or 0:.1f} | {s['max'] or 0:.1f} | {by_container(s['server_cpu'])} | "
+                f"{cores(s.get('machine_cpu'))} | "
                 f"{s['sender_cpu']:.2f} | {' '.join(f'{v:.2f}' for v in s['receiver_cpu'])} |"
             )
     return lines + ["", "</details>", ""]

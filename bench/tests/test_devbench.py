@@ -229,6 +229,15 @@ def test_cluster_reads_the_balancers_stats():
     assert cluster.served(servers, later, "total") == {"app1": 101, "app2": 101}
 
 
+def test_cluster_machine_busy_from_proc_stat(monkeypatch):
+    from devbench import cluster
+
+    monkeypatch.setattr(cluster.os, "sysconf", lambda name: 100)
+    # user nice system idle iowait irq softirq steal guest guest_nice: busy = user + nice + system + irq + softirq
+    text = "cpu  1000 10 500 9000 70 5 20 550 0 0\ncpu0 500 5 250 4500 35 2 10 275 0 0\n"
+    assert cluster.machine_busy(text) == pytest.approx(15.35)
+
+
 def test_cluster_medians_and_the_step_at_capacity():
     from devbench import cluster
 
@@ -262,6 +271,7 @@ def cluster_step(rate, ok, app2):
         "server_us_per_delivery": 150.0,
         "sender_cpu": 0.02,
         "receiver_cpu": [0.05, 0.04],
+        "machine_cpu": 1.5 + app2,
         "ok": ok,
     }
 
@@ -296,6 +306,7 @@ CLUSTER = {
             "wrk_cpu": 0.1,
             "cpu": {"lb haproxy": 0.2, "app1 uwsgi": 1.2, "app2 uwsgi": 0.0},
             "server_us_per_request": 700.0,
+            "machine_cpu": 1.7,
             "answers": {"app1": 8000, "app2": 0},
             "rounds": [2000, 1900, 2100],
         },
@@ -306,6 +317,7 @@ CLUSTER = {
             "wrk_cpu": 0.1,
             "cpu": {"lb haproxy": 0.25, "app1 uwsgi": 0.7, "app2 uwsgi": 0.7},
             "server_us_per_request": 750.0,
+            "machine_cpu": 1.95,
             "answers": {"app1": 4400, "app2": 4400},
             "rounds": [2200, 2250, 2150],
         },
@@ -335,10 +347,12 @@ def test_report_cluster_side_by_side():
     assert "| app2 | uwsgi |  |  | 0.00 | 0.70 |" in text
     assert "| **all containers** | | 1.00 | 1.40 | 1.40 | 1.65 |" in text
     assert "| load generator | fan-out: sender + receivers; HTTP: wrk | 0.11 | 0.11 | 0.10 | 0.10 |" in text
-    assert "| **everything measured** | | 1.11 | 1.51 | 1.50 | 1.75 |" in text
-    assert "| rest of the 2 CPUs | idle, kernel, other processes | 0.89 | 0.49 | 0.50 | 0.25 |" in text
+    assert "| **these processes together** | | 1.11 | 1.51 | 1.50 | 1.75 |" in text
+    assert "| **machine busy** | /proc/stat: every process and the kernel | 1.50 | 1.90 | 1.70 | 1.95 |" in text
+    assert "| idle | of 2 CPUs | 0.50 | 0.10 | 0.30 | 0.05 |" in text
     assert (
-        "| two app hosts | 1600 | 1600 | 100.00 | 20.0 | 100.0 | 120.0 | lb 0.10 app1 0.90 app2 0.40 | 0.02 |" in text
+        "| two app hosts | 1600 | 1600 | 100.00 | 20.0 | 100.0 | 120.0 | lb 0.10 app1 0.90 app2 0.40 | 1.90 | 0.02 |"
+        in text
     )
     rows = [line for line in text.splitlines() if line.startswith("| lb |") or line.startswith("| app")]
     assert [line.split(" | ")[:2] for line in rows[:5]] == [

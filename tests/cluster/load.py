@@ -31,7 +31,8 @@ Report (JSON; times in seconds, "t" counted from the start of the load)::
     {"started_at", "duration_s", "settle_s", "config": {...},
      "http": {"requests", "ok", "failed", "failures_by_kind": {"status_502"|"reset"|"timeout"|...: n},
               "first_failure_times": [t, ...], "last_failure_time", "first_failures": [{"t", "kind", "detail"}]},
-     "push": {"sent", "acknowledged", "failed_by_status": {"503"|"timeout"|...: n}, "target_rate", "rate"},
+     "push": {"sent", "acknowledged", "failed_by_status": {"503"|"timeout"|...: n}, "target_rate", "rate",
+              "timeline": [[sent, answered, outcome], ...] (unix times of every push)},
      "ws": {"clients", "connected_at_end", "reconnects", "close_codes": {"4012": n}, "connect_errors": {...},
             "rejected", "gap_ms": {"max", "p99", "p50"} (close to next hello; null without reconnects),
             "replayed", "deduplicated", "resumed_frames", "gap_frames", "gap_reasons": {"trimmed"|"epoch": n},
@@ -326,6 +327,8 @@ class Pusher:
         self.acknowledged: list[int] = []  # sorted: numbers only grow
         self.failed_by_status: Counter[str] = Counter()
         self.elapsed = 0.0
+        # [sent, answered (unix times, rounded to ms), outcome] of every push: a test relates them to its faults.
+        self.timeline: list[list] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Push until `stop` is set. A late push is sent at once, without catching up on the missed ones."""
@@ -334,7 +337,9 @@ class Pusher:
         with ThreadPoolExecutor(1, thread_name_prefix="push") as executor:
             while not await sleep_or_stop(stop, next_at - loop.time()):
                 self.sent += 1
+                sent_at = time.time()
                 outcome = await loop.run_in_executor(executor, self.push, self.sent)
+                self.timeline.append([round(sent_at, 3), round(time.time(), 3), outcome])
                 if outcome == "202":
                     self.acknowledged.append(self.sent)
                 else:
@@ -360,6 +365,7 @@ class Pusher:
             "failed_by_status": dict(self.failed_by_status),
             "target_rate": self.rate,
             "rate": round(self.sent / self.elapsed, 2) if self.elapsed else 0.0,
+            "timeline": self.timeline,
         }
 
 

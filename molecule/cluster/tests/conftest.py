@@ -71,3 +71,16 @@ def settings(lb):
 def lb_address(lb):
     """The balancer's address on the cluster network."""
     return lb.check_output("hostname -I").split()[0]
+
+
+@pytest.fixture(scope="session")
+def site(apps, lb_address, settings):
+    """What the load tool needs: the balancer's URL, the site's name and the push token (from an app host's env)."""
+    first = apps[sorted(apps)[0]]
+    env = first.check_output("cat /etc/devops/devops.env")
+    token = next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("DEPLOY_PUSH_TOKEN="))
+    return {
+        "url": f"http://{lb_address}:{settings['haproxy_listen_port']}",
+        "host": settings["haproxy_health_host"],
+        "token": token.strip().strip("'\""),
+    }

@@ -1,10 +1,14 @@
-"""Helpers of the cluster checks: HAProxy's runtime API and HTTP through the balancer."""
+"""Helpers of the cluster checks: HAProxy's runtime API, HTTP through the balancer, and load during an action."""
 
 import csv
 import http.client
 import io
 import json
+import os
+import subprocess
+import sys
 import time
+import uuid
 
 # Run on the balancer with its own python3: one command on the admin socket (Debian's path), the answer on stdout.
 ADMIN = r"""
@@ -68,3 +72,91 @@ def wait_for_status(lb, name, status, limit):
             return time.monotonic() - started
         time.sleep(0.2)
     raise AssertionError(f"{name} not {status} after {limit} s: {servers(lb)[name]['status']}")
+
+
+PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+LOAD = os.path.join(PROJECT, "tests", "cluster", "load.py")
+WS_CLIENTS, HTTP_CONCURRENCY, PUSH_RATE = 50, 20, 20
+
+
+def under_load(site, tmp_path, label, action):
+    """Run `action()` while the load runs; returns (seconds the action took, the load's report)."""
+    stop, report = tmp_path / f"stop-{label}", tmp_path / f"report-{label}.json"
+    load = subprocess.Popen(
+        [
+            sys.executable,
+            LOAD,
+            "--url",
+            site["url"],
+            "--host",
+            site["host"],
+            "--service",
+            f"{label}-{uuid.uuid4().hex[:6]}",
+            "--ws-clients",
+            str(WS_CLIENTS),
+            "--http-concurrency",
+            str(HTTP_CONCURRENCY),
+            "--http-path",
+            "/healthz",
+            "--http-pause",
+            "0.05",
+            "--push-rate",
+            str(PUSH_RATE),
+            "--push-token",
+            site["token"],
+            "--stop-file",
+            str(stop),
+            "--settle",
+            "20",
+            "--report",
+            str(report),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(8)  # every client connected and the pushes flowing before the action starts
+        assert load.poll() is None, load.stdout.read()
+        seconds = action()
+        time.sleep(3)  # a few pushes after the action too
+    finally:
+        stop.touch()
+        output, _ = load.communicate(timeout=120)
+    print(f"\n--- {label}: load during the action ---\n{output}")
+    assert load.returncode == 0, output
+    return seconds, json.loads(report.read_text())
+
+
+def summary(label, seconds, report):
+    ws, http, push = report["ws"], report["http"], report["push"]
+    gap = ws["gap_ms"]
+    return (
+        f"{label}: {seconds:.0f} s; HTTP {http['ok']}/{http['requests']} ok, {http['failed']} failed "
+        f"{http['failures_by_kind']}; pushes {push['acknowledged']}/{push['sent']} acknowledged; websocket clients "
+        f"{ws['clients_complete']}/{ws['clients']} complete, reconnects {ws['reconnects']} {ws['close_codes']}, "
+        f"reconnect gap max {gap['max']} ms p99 {gap['p99']} ms, replayed {ws['replayed']}, gap frames "
+        f"{ws['gap_frames']}, missing {ws['missing_total']}, duplicates {ws['duplicates_total']}, out of order "
+        f"{ws['out_of_order_total']}"
+    )
+
+
+def playbook(name, *extra):
+    """Run playbooks/<name> against the whole cluster as the README does; returns (seconds, completed process)."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            os.path.join(PROJECT, "playbooks", name),
+            *extra,
+        ],
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=PROJECT,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return time.monotonic() - started, result
