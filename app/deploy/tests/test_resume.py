@@ -112,12 +112,14 @@ async def test_live_duplicate_of_a_replayed_message_is_skipped(connect):
     # Written to the history, but its group_send is late: it reaches the group after the
     # client joined, so the client gets it from the replay and live.
     ts = "2026-01-02T03:04:05+00:00"
-    late_id, epoch = history.get_history().publish_sync("tasks", "late", "push", ts)
+    late_id, epoch, prev = history.get_history().publish_sync("tasks", "late", "push", ts)
     back = await connect("tasks", query=f"after={seen.id}&epoch={epoch}")
     assert (await receive(back))["message"] == "late"
     assert await receive(back) == {"type": "resumed", "replayed": 1}
     late = {"type": "deploy.message", "message": "late", "source": "push", "ts": ts}
-    await get_channel_layer().group_send("deploy.tasks", {**late, "id": late_id, "epoch": epoch})
+    await get_channel_layer().group_send(
+        "deploy.tasks", {**late, "id": late_id, "epoch": epoch, "prev": prev}
+    )
     await push("tasks", "next")
     frame = await receive(back)
     assert (frame["message"], frame["seq"]) == ("next", 2)
