@@ -203,3 +203,22 @@ def test_unreachable_redis_raises(settings):
     with pytest.raises(redis.ConnectionError):
         publish(backend, "tasks", "lost")
     backend.close()
+
+
+async def test_between_reads_what_live_events_missed(backend):
+    published = [publish(backend, "tasks", f"message {n}") for n in range(5)]
+    ids = [p.id for p in published]
+    try:
+        epoch, found = await backend.between(
+            "tasks", history.parse_id(ids[0]), history.parse_id(ids[3])
+        )
+        assert epoch == published[0].epoch
+        assert [(e.id, e.message, e.prev) for e in found] == [
+            (ids[1], "message 1", ids[0]),
+            (ids[2], "message 2", ids[1]),
+        ]
+        empty = await backend.between("tasks", history.parse_id(ids[1]), history.parse_id(ids[2]))
+        assert empty == (epoch, [])
+        assert await backend.between("other", history.START, (1, 0)) == ("", [])
+    finally:
+        await backend.aclose()
