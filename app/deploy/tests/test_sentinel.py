@@ -273,3 +273,25 @@ async def test_websocket_over_sentinel(topology, settings, connect, kind):
     assert (frame["message"], frame["prev"]) == ("through the sentinel", "0-0")
     history.get_history().close()
     await history.get_history().aclose()
+
+
+async def test_websocket_misses_nothing_across_a_failover(topology, settings, connect):
+    """The master dies: what the pub/sub layer drops while it resubscribes comes from the stream."""
+    settings.CHANNEL_LAYERS = channel_layers("redis-pubsub", topology.host(), 600, 50)
+    settings.CHANNELS_PREFIX = f"test-{uuid.uuid4().hex[:8]}"
+    client = await connect("tasks")
+    push = sync_to_async(send_channel_msg)
+    await push("tasks", "before")
+    frames = [await client.receive_json_from(timeout=TIMEOUT)]
+    await asyncio.to_thread(topology.stop, "a")
+    await asyncio.to_thread(wait_for, lambda: topology.master_is_ready("b"), "the failover")
+    for n in range(3):
+        await push("tasks", f"after {n}")
+    await asyncio.sleep(2.5)  # the layer's receiver retries every second
+    await push("tasks", "final")
+    while frames[-1]["message"] != "final":
+        frames.append(await client.receive_json_from(timeout=FAILOVER_TIMEOUT))
+    assert [f["message"] for f in frames] == ["before", "after 0", "after 1", "after 2", "final"]
+    assert [f["seq"] for f in frames] == [1, 2, 3, 4, 5]
+    history.get_history().close()
+    await history.get_history().aclose()
