@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 INVALID_SERVICE = 4400
 #: Close code of a drained node: reconnect at once (to another host) and resume.
 DRAINING = 4012
+#: Close code when missed messages cannot be read from the history: reconnect and resume.
+UNREADABLE_GAP = 1011
 
 
 class DeployConsumer(AsyncWebsocketConsumer):
@@ -54,6 +56,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
     #: ``(epoch, (ms, n))``: the client has every entry up to there (its position, then what was
     #: replayed, then the live events with a ``prev``); live events at or below it are duplicates.
     replayed_to = None
+    #: Set when the connection is being closed: later events are not sent.
+    closing = False
 
     async def dispatch(self, message):
         """Call the handler of ``message`` without closing old database connections first.
@@ -154,6 +158,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
         )
 
     async def deploy_message(self, event):
+        if self.closing:
+            return
         entry_id = event.get("id") if self.history is not None else None
         prev = event.get("prev") if entry_id is not None else None
         if entry_id is not None and self.replayed_to is not None:
@@ -164,18 +170,36 @@ class DeployConsumer(AsyncWebsocketConsumer):
                 if position <= newest:
                     return  # already sent (replay, or fetched with an earlier gap)
                 if prev is not None:
-                    if history.parse_id(prev) > newest:
-                        await self.fill_gap(event_epoch, newest, position)
+                    if history.parse_id(prev) > newest and not await self.fill_gap(
+                        event_epoch, newest, position
+                    ):
+                        return
                     self.replayed_to = (event_epoch, position)
         await self.deliver(
             event["message"], event["source"], event["ts"], entry_id, event.get("epoch"), prev=prev
         )
 
     async def fill_gap(self, epoch, newest, before):
-        """Send the entries after ``newest`` and before ``before`` that no live event brought."""
-        found_epoch, entries = await self.history.between(self.service, newest, before)
+        """Send the entries after ``newest`` and before ``before`` that no live event brought.
+
+        Returns False when the history is unreachable: the connection is then closed (1011), and
+        the client reconnects and resumes from its position instead of skipping the entries.
+        """
+        try:
+            found_epoch, entries = await self.history.between(self.service, newest, before)
+        except Exception as exc:
+            logger.warning(
+                "service %s: closing %s: missed messages unreadable: %s: %s",
+                self.service,
+                self.peer,
+                type(exc).__name__,
+                exc,
+            )
+            self.closing = True
+            await self.close(code=UNREADABLE_GAP)
+            return False
         if found_epoch != epoch:
-            return  # the stream started again meanwhile: those entries are gone
+            return True  # the stream started again meanwhile: those entries are gone
         logger.info(
             "service %s: %d message(s) missed by the channel layer sent from the history",
             self.service,
@@ -183,6 +207,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
         )
         for entry in entries:
             await self.deliver_entry(entry, epoch)
+        return True
 
     async def deploy_run(self, event):
         """The blog post's event, ``{"type": "deploy.run", "text": ...}``, shown as a push."""

@@ -310,3 +310,18 @@ async def test_events_without_prev_are_delivered_as_before(connect):
     frame = await receive(client)
     assert frame["message"] == "second" and "prev" not in frame
     assert first.id != second.id
+
+
+async def test_unreadable_gap_closes_the_connection(connect, monkeypatch):
+    """Missed messages that cannot be read: close (1011) so that the client resumes; skip none."""
+    client = await connect("tasks")
+    await publish_live("tasks", "one")
+    assert (await receive(client))["message"] == "one"
+
+    async def broken(self, service, after, before):
+        raise ConnectionError("history unreachable")
+
+    monkeypatch.setattr(history.MemoryHistory, "between", broken)
+    await publish_live("tasks", "lost", group_send=False)
+    await publish_live("tasks", "three")
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1011}
