@@ -153,25 +153,50 @@ class Topology:
             self.stop(name)
 
 
-@pytest.fixture
-def topology(tmp_path):
-    """A fresh topology per test: failovers change it."""
+def start_topology(directory):
     if not os.access(REDIS_SERVER, os.X_OK):
         if os.environ.get("REQUIRE_LIVE") == "1":
             pytest.fail(f"REQUIRE_LIVE=1 but {REDIS_SERVER} is not installed")
         pytest.skip(f"{REDIS_SERVER} is not installed")
-    topology = Topology(tmp_path)
+    return Topology(directory)
+
+
+@pytest.fixture
+def topology(tmp_path):
+    """A fresh topology for a test that fails over."""
+    topology = start_topology(tmp_path)
     try:
         yield topology
     finally:
         topology.close()
 
 
-@pytest.fixture
-def backend(topology):
+@pytest.fixture(scope="module")
+def stable(tmp_path_factory):
+    """One topology for the tests that leave it as it is (each uses keys of its own)."""
+    topology = start_topology(tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield topology
+    finally:
+        topology.close()
+
+
+def make_backend(topology):
     from deploy.history_redis import RedisHistory
 
-    backend = RedisHistory(topology.host(), f"test-{uuid.uuid4().hex[:8]}")
+    return RedisHistory(topology.host(), f"test-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def backend(topology):
+    backend = make_backend(topology)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def stable_backend(stable):
+    backend = make_backend(stable)
     yield backend
     backend.close()
 
@@ -211,33 +236,33 @@ def test_history_follows_a_dead_master(topology, backend):
     assert stream_ids(topology, "b", backend) == [first.id, after.id]
 
 
-def test_replicas_acknowledge_the_entry(topology, backend, settings):
+def test_replicas_acknowledge_the_entry(stable, stable_backend, settings):
     settings.DEPLOY_HISTORY_REPLICAS = 1
-    published = publish(backend, "replicated")
-    assert stream_ids(topology, "b", backend) == [published.id]
+    published = publish(stable_backend, "replicated")
+    assert stream_ids(stable, "b", stable_backend) == [published.id]
 
 
-async def test_too_few_replicas_fail_the_publish(topology, backend, settings):
+async def test_too_few_replicas_fail_the_publish(stable_backend, settings):
     from deploy.history_redis import NotReplicated
 
     settings.DEPLOY_HISTORY_REPLICAS = 2
     settings.DEPLOY_HISTORY_WAIT_MS = 200
     started = time.monotonic()
     with pytest.raises(NotReplicated, match="reached 1 of the 2 replicas"):
-        publish(backend, "lost?")
+        publish(stable_backend, "lost?")
     assert time.monotonic() - started < 2
     with pytest.raises(NotReplicated):
-        await backend.publish("tasks", "lost?", "client", "ts")
-    await backend.aclose()
+        await stable_backend.publish("tasks", "lost?", "client", "ts")
+    await stable_backend.aclose()
 
 
 @pytest.fixture
-def sentinel_layer(topology, settings):
+def sentinel_layer(stable, settings):
     """The app's settings over the topology: pub/sub layer and history through the sentinel."""
-    settings.CHANNEL_LAYERS = channel_layers("redis-pubsub", topology.host(), 600, 50)
+    settings.CHANNEL_LAYERS = channel_layers("redis-pubsub", stable.host(), 600, 50)
     settings.CHANNELS_PREFIX = f"test-{uuid.uuid4().hex[:8]}"
     settings.DEPLOY_PUSH_TOKEN = "token"
-    yield topology
+    yield stable
     history.get_history().close()
 
 
@@ -263,9 +288,9 @@ def test_too_few_replicas_fail_every_push(sentinel_layer, settings, client):
 
 
 @pytest.mark.parametrize("kind", ["redis", "redis-pubsub"])
-async def test_websocket_over_sentinel(topology, settings, connect, kind):
+async def test_websocket_over_sentinel(stable, settings, connect, kind):
     """Both layers through the sentinel: a pushed message reaches a websocket."""
-    settings.CHANNEL_LAYERS = channel_layers(kind, topology.host(), 600, 50)
+    settings.CHANNEL_LAYERS = channel_layers(kind, stable.host(), 600, 50)
     settings.CHANNELS_PREFIX = f"test-{uuid.uuid4().hex[:8]}"
     client = await connect("tasks")
     await sync_to_async(send_channel_msg)("tasks", "through the sentinel")
