@@ -59,7 +59,7 @@ def all_up(lb):
 
 def test_a_rolling_deploy_with_draining_loses_nothing(lb, site, tmp_path):
     release = changed_release(tmp_path, "a")
-    seconds, report = under_load(site, tmp_path, "rolling deploy", lambda: playbook("deploy.yml", release)[0])
+    seconds, report = under_load(site, tmp_path, "rolling deploy", lambda: playbook("deploy.yml", "-e", release)[0])
     print(summary("rolling deploy with draining", seconds, report))
     assert_nothing_lost(report)
     assert report["ws"]["reconnects"] >= WS_CLIENTS, "the deploy moved no client: nothing was restarted"
@@ -70,7 +70,7 @@ def test_a_rolling_deploy_with_draining_loses_nothing(lb, site, tmp_path):
 def test_the_same_deploy_without_draining_cuts_the_clients(lb, site, tmp_path):
     release = changed_release(tmp_path, "b")
     seconds, report = under_load(
-        site, tmp_path, "no drain", lambda: playbook("deploy.yml", release, "-e", "asgi_drain=false")[0]
+        site, tmp_path, "no drain", lambda: playbook("deploy.yml", "-e", release, "-e", "asgi_drain=false")[0]
     )
     print(summary("rolling deploy without draining", seconds, report))
     # Proof that the load can fail: the restart cuts the websockets (daphne closes them without a close frame the
@@ -88,7 +88,7 @@ def test_a_rollback_under_load_loses_nothing_and_its_rerun_changes_nothing(lb, s
     assert_nothing_lost(report)
     assert abnormal_closes(report) == 0, report["ws"]["close_codes"]
     # The rollback went back to release a: deploying release a again finds it current, restarts nothing, drains nothing.
-    _, again = playbook("deploy.yml", changed_release(tmp_path, "a"))
+    _, again = playbook("deploy.yml", "-e", changed_release(tmp_path, "a"))
     recap = [line for line in again.stdout.splitlines() if "changed=" in line]
     assert recap and all("changed=0" in line for line in recap), "\n".join(recap)
     assert set(all_up(lb).values()) == {"UP"}
