@@ -97,7 +97,9 @@ def test_a_rollback_under_load_loses_nothing_and_its_rerun_changes_nothing(lb, s
 def test_a_stopped_app_host_leaves_the_balancer_and_its_clients_resume_elsewhere(lb, apps, site, settings, tmp_path):
     name = sorted(apps)[-1]
     interval = int(settings["haproxy_check_interval"]) / 1000
-    down_limit = interval * int(settings["haproxy_check_fall"]) + interval + 2
+    # Each failed check takes up to the check timeout (a vanished host answers nothing), then the next interval.
+    check_timeout = int(settings["haproxy_check_timeout"]) / 1000
+    down_limit = (interval + check_timeout) * int(settings["haproxy_check_fall"]) + interval + 2
     timings = {}
 
     def stop_the_container():
