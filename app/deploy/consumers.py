@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 INVALID_SERVICE = 4400
 #: Close code of a drained node: reconnect at once (to another host) and resume.
 DRAINING = 4012
+#: Close code when missed messages cannot be read from the history: reconnect and resume.
+UNREADABLE_GAP = 1011
 
 
 class DeployConsumer(AsyncWebsocketConsumer):
@@ -33,14 +35,17 @@ class DeployConsumer(AsyncWebsocketConsumer):
     Channel-layer events are dispatched to the method named like the event type with dots turned
     into underscores:
 
-    * ``deploy.message`` ``{"message", "source", "ts"}`` (+ ``"id", "epoch"`` with the history
-      on): the event everything in this app sends;
+    * ``deploy.message`` ``{"message", "source", "ts"}`` (+ ``"id", "epoch", "prev"`` with the
+      history on): the event everything in this app sends;
     * ``deploy.run`` ``{"text"}``: what the original blog post's ``send_channel_msg`` sends;
     * ``deploy.drain``: ``manage.py drain_websockets`` closes the connection with 4012.
 
     With the history on (``deploy.history``) the connection starts with a ``hello`` frame and,
     when the URL's query names the client's position (``?after=<id>&epoch=<epoch>``), replays
-    what the client missed before the live messages.
+    what the client missed before the live messages. A live event whose ``prev`` (the id of the
+    stream's entry before it) is after the newest entry sent means live events were lost (the
+    pub/sub layer drops what is published around a Redis failover): the missing entries are read
+    from the stream and sent first.
     """
 
     service = None
@@ -49,8 +54,10 @@ class DeployConsumer(AsyncWebsocketConsumer):
     history = None
     seq = 0
     #: ``(epoch, (ms, n))``: the client has every entry up to there (its position, then what was
-    #: replayed) before the live messages; live events at or below it are duplicates.
+    #: replayed, then the live events with a ``prev``); live events at or below it are duplicates.
     replayed_to = None
+    #: Set when the connection is being closed: later events are not sent.
+    closing = False
 
     async def dispatch(self, message):
         """Call the handler of ``message`` without closing old database connections first.
@@ -143,22 +150,64 @@ class DeployConsumer(AsyncWebsocketConsumer):
             return
         ts, ids = timestamp(), {}
         if self.history is not None:
-            entry_id, epoch = await self.history.publish(self.service, message, "client", ts)
-            ids = {"id": entry_id, "epoch": epoch}
+            published = await self.history.publish(self.service, message, "client", ts)
+            ids = {"id": published.id, "epoch": published.epoch, "prev": published.prev}
         await self.channel_layer.group_send(
             self.group,
             {"type": "deploy.message", "message": message, "source": "client", "ts": ts, **ids},
         )
 
     async def deploy_message(self, event):
+        if self.closing:
+            return
         entry_id = event.get("id") if self.history is not None else None
+        prev = event.get("prev") if entry_id is not None else None
         if entry_id is not None and self.replayed_to is not None:
             epoch, newest = self.replayed_to
-            if event.get("epoch") == epoch and history.parse_id(entry_id) <= newest:
-                return  # already sent by the replay
+            event_epoch = event.get("epoch")
+            if history.same_epoch(epoch, newest, event_epoch):
+                position = history.parse_id(entry_id)
+                if position <= newest:
+                    return  # already sent (replay, or fetched with an earlier gap)
+                if prev is not None:
+                    if history.parse_id(prev) > newest and not await self.fill_gap(
+                        event_epoch, newest, position
+                    ):
+                        return
+                    self.replayed_to = (event_epoch, position)
         await self.deliver(
-            event["message"], event["source"], event["ts"], entry_id, event.get("epoch")
+            event["message"], event["source"], event["ts"], entry_id, event.get("epoch"), prev=prev
         )
+
+    async def fill_gap(self, epoch, newest, before):
+        """Send the entries after ``newest`` and before ``before`` that no live event brought.
+
+        Returns False when the history is unreachable: the connection is then closed (1011), and
+        the client reconnects and resumes from its position instead of skipping the entries.
+        """
+        try:
+            found_epoch, entries = await self.history.between(self.service, newest, before)
+        except Exception as exc:
+            logger.warning(
+                "service %s: closing %s: missed messages unreadable: %s: %s",
+                self.service,
+                self.peer,
+                type(exc).__name__,
+                exc,
+            )
+            self.closing = True
+            await self.close(code=UNREADABLE_GAP)
+            return False
+        if found_epoch != epoch:
+            return True  # the stream started again meanwhile: those entries are gone
+        logger.info(
+            "service %s: %d message(s) missed by the channel layer sent from the history",
+            self.service,
+            len(entries),
+        )
+        for entry in entries:
+            await self.deliver_entry(entry, epoch)
+        return True
 
     async def deploy_run(self, event):
         """The blog post's event, ``{"type": "deploy.run", "text": ...}``, shown as a push."""
@@ -171,9 +220,12 @@ class DeployConsumer(AsyncWebsocketConsumer):
     async def deliver_entry(self, entry, epoch, replay=False):
         """Send a history entry, remembering it as the newest one sent before the live messages."""
         self.replayed_to = (epoch, history.parse_id(entry.id))
-        await self.deliver(entry.message, entry.source, entry.ts, entry.id, epoch, replay)
+        prev = entry.prev or None
+        await self.deliver(entry.message, entry.source, entry.ts, entry.id, epoch, replay, prev)
 
-    async def deliver(self, message, source, ts, entry_id=None, epoch=None, replay=False):
+    async def deliver(
+        self, message, source, ts, entry_id=None, epoch=None, replay=False, prev=None
+    ):
         """Send one message frame to the client, numbering it with this connection's ``seq``."""
         self.seq += 1
         frame = {
@@ -186,6 +238,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
         }
         if entry_id is not None:
             frame["id"], frame["epoch"] = entry_id, epoch
+            if prev is not None:
+                frame["prev"] = prev
         if replay:
             frame["replay"] = True
         await self.send_frame(frame)

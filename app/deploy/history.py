@@ -11,6 +11,7 @@ process) and ``deploy.history_redis.RedisHistory`` (Redis streams) for the Redis
 ``DEPLOY_HISTORY_LENGTH=0``, or a profile without redis-py's asyncio client (legacy).
 """
 
+import json
 import re
 import secrets
 import threading
@@ -83,12 +84,25 @@ def new_epoch():
 
 
 class Entry(NamedTuple):
-    """One message of a stream."""
+    """One message of a stream.
+
+    ``prev`` is the id of the stream's entry before it when it was added (``"0-0"`` for the
+    first one; ``""`` when unknown: an entry written by a release that did not store it).
+    """
 
     id: str
     message: str
     source: str
     ts: str
+    prev: str = ""
+
+
+class Published(NamedTuple):
+    """What publishing a message returns: its id, the stream's epoch, the id before it."""
+
+    id: str
+    epoch: str
+    prev: str
 
 
 class Snapshot(NamedTuple):
@@ -170,19 +184,20 @@ class MemoryHistory:
         self.lock = threading.Lock()
 
     def publish_sync(self, service, message, source, ts):
-        """Append a message to the service's stream; return its ``(id, epoch)``."""
+        """Append a message to the service's stream; return its ``Published(id, epoch, prev)``."""
         with self.lock:
             stream = self.streams.get(service)
             if stream is None:
                 stream = self.streams[service] = self.Stream()
+            prev = stream.entries[-1].id if stream.entries else format_id(START)
             now = int(time.time() * 1000)
             last_ms, last_n = stream.last
             stream.last = (now, 0) if now > last_ms else (last_ms, last_n + 1)
             entry_id = format_id(stream.last)
-            stream.entries.append(Entry(entry_id, message, source, ts))
+            stream.entries.append(Entry(entry_id, message, source, ts, prev))
             while len(stream.entries) > history_length():
                 stream.deleted = parse_id(stream.entries.popleft().id)
-            return entry_id, stream.epoch
+            return Published(entry_id, stream.epoch, prev)
 
     async def publish(self, service, message, source, ts):
         return self.publish_sync(service, message, source, ts)
@@ -204,6 +219,15 @@ class MemoryHistory:
             entries = [entry for entry in stream.entries if parse_id(entry.id) > after]
             return Snapshot(stream.epoch, entries, stream.deleted)
 
+    async def between(self, service, after, before):
+        """``(epoch, entries)``: the entries after ``after`` and before ``before`` (pairs)."""
+        with self.lock:
+            stream = self.streams.get(service)
+            if stream is None:
+                return "", []
+            entries = [e for e in stream.entries if after < parse_id(e.id) < before]
+            return stream.epoch, entries
+
 
 _memory_histories = weakref.WeakKeyDictionary()
 _redis_histories = {}
@@ -222,22 +246,28 @@ def get_history(layer=None):
             if history is None:
                 history = _memory_histories[layer] = MemoryHistory()
             return history
-        url = layer_redis_url()
-        key = (url, settings.CHANNELS_PREFIX)
+        redis = layer_redis()
+        key = (json.dumps(redis, sort_keys=True), settings.CHANNELS_PREFIX)
         history = _redis_histories.get(key)
         if history is None:
             from deploy.history_redis import RedisHistory
 
-            history = _redis_histories[key] = RedisHistory(*key)
+            history = _redis_histories[key] = RedisHistory(redis, settings.CHANNELS_PREFIX)
         return history
 
 
-def layer_redis_url():
-    """The URL of the Redis the channel layer uses (its first host)."""
+#: The keys of a channels-redis sentinel host that say where Redis is (not pool options).
+SENTINEL_KEYS = ("sentinels", "master_name", "sentinel_kwargs", "password", "db")
+
+
+def layer_redis():
+    """Where the channel layer's Redis is (its first host): a URL, or a sentinel host dict."""
     config = settings.CHANNEL_LAYERS[DEFAULT_CHANNEL_LAYER].get("CONFIG", {})
     hosts = config.get("hosts") or []
     host = hosts[0] if hosts else None
     if isinstance(host, dict):
+        if "master_name" in host:
+            return {key: host[key] for key in SENTINEL_KEYS if key in host}
         host = host.get("address")
     if not isinstance(host, str):
         raise ImproperlyConfigured("the deploy history needs a channel layer with a Redis URL")

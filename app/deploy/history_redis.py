@@ -5,6 +5,21 @@ Each service has a stream ``<CHANNELS_PREFIX>:deploy:stream:<service>``, trimmed
 ``<CHANNELS_PREFIX>:deploy:epoch:<service>``. One Lua script appends an entry and, when the
 stream does not exist yet, sets a new epoch, so a lost stream always comes back in a new epoch.
 
+The script also returns the id of the stream's previous entry (``prev``, ``"0-0"`` when there
+is none) and stores it with the entry: a consumer that sees a ``prev`` it has not delivered knows
+it missed live events (the pub/sub layer drops what is published around a failover,
+channels_redis #256) and fetches them from the stream (``between``).
+
+Redis is a URL, or a Sentinel-monitored master (``{"sentinels", "master_name",
+"sentinel_kwargs", "password", "db"}``, channels-redis' sentinel host): the clients then come from
+redis-py's ``Sentinel.master_for``, whose connections ask the sentinels for the master each time
+they connect, so that after a failover (a connection error, or READONLY from the demoted master)
+the next command goes to the new master. Nothing here remembers a master's address.
+
+With ``DEPLOY_HISTORY_REPLICAS`` > 0 every publish is followed, on the same connection, by
+``WAIT <replicas> <DEPLOY_HISTORY_WAIT_MS>``; fewer acknowledgements raise ``NotReplicated``, so
+the push is not acknowledged.
+
 The process keeps one synchronous client (for views, commands and ``send_channel_msg``) and one
 asyncio client (for the websocket consumers of its event loop), both created on first use.
 """
@@ -15,10 +30,14 @@ import threading
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
+from django.conf import settings
 
 from deploy.history import (
     START,
     Entry,
+    Published,
     Snapshot,
     format_id,
     history_length,
@@ -29,15 +48,23 @@ from deploy.history import (
 )
 
 # KEYS: stream, epoch. ARGV: max length, a new epoch, then the entry's field/value pairs.
-# Returns {id, epoch}.
+# Returns {id, epoch, id of the entry before it or "0-0"}; the entry also gets a field "prev".
 PUBLISH = """
 local epoch = redis.call('GET', KEYS[2])
+local prev = '0-0'
 if redis.call('EXISTS', KEYS[1]) == 0 or not epoch then
   epoch = ARGV[2]
   redis.call('SET', KEYS[2], epoch)
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
-return {id, epoch}
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if newest then prev = newest[1] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'prev', prev, unpack(ARGV, 3))
+return {id, epoch, prev}
+"""
+
+# KEYS: stream, epoch. ARGV: first and last id to read. Returns {epoch or false, entries}.
+BETWEEN = """
+return {redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2])}
 """
 
 # KEYS: stream, epoch. ARGV: the first id to read. Returns {epoch or false, entries, whether
@@ -73,13 +100,66 @@ class _Client:
         self.publish = client.register_script(PUBLISH)
         self.read = client.register_script(READ)
         self.head = client.register_script(HEAD)
+        self.between = client.register_script(BETWEEN)
+
+
+class NotReplicated(redis.RedisError):
+    """Fewer replicas than ``DEPLOY_HISTORY_REPLICAS`` acknowledged an entry in time."""
+
+
+def replicas():
+    """Replicas that must acknowledge each entry (``DEPLOY_HISTORY_REPLICAS``)."""
+    return getattr(settings, "DEPLOY_HISTORY_REPLICAS", 0)
+
+
+def wait_ms():
+    """Milliseconds a publish waits for them (``DEPLOY_HISTORY_WAIT_MS``)."""
+    return getattr(settings, "DEPLOY_HISTORY_WAIT_MS", 1000)
+
+
+def client_options():
+    """Connection options of both clients: pool size, and a read timeout longer than a WAIT."""
+    return {
+        "decode_responses": True,
+        "max_connections": getattr(settings, "CHANNELS_REDIS_MAX_CONNECTIONS", 1000),
+        "socket_timeout": 5 + wait_ms() / 1000,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+    }
+
+
+def make_client(where, asyncio_client):
+    """A redis-py client of ``where``: a URL, or a sentinel host dict (its master)."""
+    options = client_options()
+    if isinstance(where, str):
+        module = redis.asyncio if asyncio_client else redis
+        return module.Redis.from_url(where, **options)
+    module = redis.asyncio.sentinel if asyncio_client else redis.sentinel
+    sentinel = module.Sentinel(
+        [tuple(address) for address in where["sentinels"]],
+        sentinel_kwargs=dict(where.get("sentinel_kwargs") or {}),
+    )
+    return sentinel.master_for(
+        where["master_name"], password=where.get("password"), db=where.get("db", 0), **options
+    )
+
+
+def check_replicated(entry_id, acknowledged, wanted):
+    if acknowledged < wanted:
+        raise NotReplicated(
+            f"history entry {entry_id} reached {acknowledged} of the {wanted} replicas"
+            f" DEPLOY_HISTORY_REPLICAS asks for within {wait_ms()} ms: not acknowledged"
+        )
 
 
 class RedisHistory:
-    """The history in the Redis at ``url``, under keys starting with ``prefix``."""
+    """The history in the Redis at ``where``, under keys starting with ``prefix``.
 
-    def __init__(self, url, prefix):
-        self.url = url
+    ``where`` is a URL or a sentinel host dict (see the module's docstring).
+    """
+
+    def __init__(self, where, prefix):
+        self.where = where
         self.prefix = prefix
         self._lock = threading.Lock()
         self._sync = (None, None)  # (pid, client): a forked child makes its own
@@ -93,7 +173,7 @@ class RedisHistory:
         with self._lock:
             pid, client = self._sync
             if pid != os.getpid():
-                client = _Client(redis.Redis.from_url(self.url, decode_responses=True))
+                client = _Client(make_client(self.where, asyncio_client=False))
                 self._sync = (os.getpid(), client)
             return client
 
@@ -101,7 +181,7 @@ class RedisHistory:
         loop = asyncio.get_running_loop()
         owner, client = self._async
         if owner is not loop:
-            client = _Client(redis.asyncio.Redis.from_url(self.url, decode_responses=True))
+            client = _Client(make_client(self.where, asyncio_client=True))
             self._async = (loop, client)
         return client
 
@@ -124,15 +204,35 @@ class RedisHistory:
         return [history_length(), new_epoch(), "message", message, "source", source, "ts", ts]
 
     def publish_sync(self, service, message, source, ts):
-        """Append a message to the service's stream; return its ``(id, epoch)``."""
-        script = self.sync_client().publish
-        entry_id, epoch = script(self.keys(service), self._publish_args(message, source, ts))
-        return entry_id, epoch
+        """Append a message to the service's stream; return its ``Published(id, epoch, prev)``.
+
+        Raises ``NotReplicated`` when ``DEPLOY_HISTORY_REPLICAS`` replicas did not acknowledge it.
+        """
+        client, wanted = self.sync_client(), replicas()
+        keys, args = self.keys(service), self._publish_args(message, source, ts)
+        if not wanted:
+            return Published(*client.publish(keys, args))
+        # One connection for both: WAIT counts the replicas that have this connection's writes.
+        pipe = client.client.pipeline(transaction=False)
+        client.publish(keys, args, client=pipe)
+        pipe.wait(wanted, wait_ms())
+        published, acknowledged = pipe.execute()
+        published = Published(*published)
+        check_replicated(published.id, acknowledged, wanted)
+        return published
 
     async def publish(self, service, message, source, ts):
-        script = self.async_client().publish
-        entry_id, epoch = await script(self.keys(service), self._publish_args(message, source, ts))
-        return entry_id, epoch
+        client, wanted = self.async_client(), replicas()
+        keys, args = self.keys(service), self._publish_args(message, source, ts)
+        if not wanted:
+            return Published(*await client.publish(keys, args))
+        pipe = client.client.pipeline(transaction=False)
+        await client.publish(keys, args, client=pipe)
+        pipe.wait(wanted, wait_ms())
+        published, acknowledged = await pipe.execute()
+        published = Published(*published)
+        check_replicated(published.id, acknowledged, wanted)
+        return published
 
     async def head(self, service):
         """``(epoch, newest id)`` of the service's stream; ``("", "0-0")`` when there is none."""
@@ -149,8 +249,16 @@ class RedisHistory:
         deleted = previous_id(parse_id(first)) if first and trimmed != 0 else START
         return Snapshot(epoch or "", [entry(*item) for item in raw], deleted)
 
+    async def between(self, service, after, before):
+        """``(epoch, entries)``: the entries after ``after`` and before ``before`` (pairs)."""
+        # XRANGE of an empty range (start after end) returns no entry.
+        epoch, raw = await self.async_client().between(
+            self.keys(service), [format_id(next_id(after)), format_id(previous_id(before))]
+        )
+        return epoch or "", [entry(*item) for item in raw]
+
 
 def entry(entry_id, pairs):
     """An ``Entry`` from a stream entry as Redis returns it: id, flat field/value list."""
     fields = dict(zip(pairs[::2], pairs[1::2]))
-    return Entry(entry_id, *(fields.get(name, "") for name in ("message", "source", "ts")))
+    return Entry(entry_id, *(fields.get(name, "") for name in ("message", "source", "ts", "prev")))

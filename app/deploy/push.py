@@ -11,7 +11,8 @@ def send_channel_msg(service, message):
     For synchronous code (views, management commands, scripts after ``django.setup()``): the
     channel layer's coroutine runs through ``async_to_sync`` (see ``compat.call_layer_sync``), so
     do not call it from inside a running event loop. With the history on, the message is written
-    to the service's history first; once this returns it is there. Raises ``ValueError``
+    to the service's history first; once this returns it is there (and, with
+    ``DEPLOY_HISTORY_REPLICAS``, on that many replicas). Raises ``ValueError``
     (``deploy.protocol.InvalidInput``) for a bad service name or message, and the layer's (or the
     history's Redis client's) own error when the layer is unreachable.
     """
@@ -20,8 +21,8 @@ def send_channel_msg(service, message):
     group, ts = group_name(service), timestamp()
     history, ids = get_history(), {}
     if history is not None:
-        entry_id, epoch = history.publish_sync(service, message, "push", ts)
-        ids = {"id": entry_id, "epoch": epoch}
+        published = history.publish_sync(service, message, "push", ts)
+        ids = {"id": published.id, "epoch": published.epoch, "prev": published.prev}
     call_layer_sync(
         lambda layer: layer.group_send(
             group, {"type": "deploy.message", "message": message, "source": "push", "ts": ts, **ids}

@@ -17,6 +17,7 @@ import importlib.util
 from urllib.parse import unquote, urlsplit
 
 import django
+from django.core.exceptions import ImproperlyConfigured
 
 try:
     from django.urls import re_path  # Django >= 2.0
@@ -27,6 +28,7 @@ __all__ = [
     "channel_layer_hosts",
     "csrf_trusted_origins",
     "has_redis_pubsub_layer",
+    "has_redis_sentinel",
     "re_path",
 ]
 
@@ -41,18 +43,32 @@ def csrf_trusted_origins(origins):
     return [urlsplit(origin).netloc or origin for origin in origins]
 
 
-def channel_layer_hosts(redis_url):
-    """Return the ``hosts`` list of a channels-redis layer for one Redis URL.
+def channel_layer_hosts(redis, options=None):
+    """Return the ``hosts`` list of a channels-redis layer for one Redis.
+
+    ``redis`` is a URL or a sentinel host dict (``devops.env.Env.redis``); ``options`` are
+    connection pool options (socket timeouts, ``max_connections``) for channels-redis >= 4.
 
     channels-redis >= 3 hands the URL to redis-py, which understands ``redis://`` and
     ``rediss://`` with percent-encoded passwords. channels-redis 2 uses aioredis 1, which does
-    not percent-decode passwords, so there the URL is split into aioredis' own arguments.
+    not percent-decode passwords, so there the URL is split into aioredis' own arguments; it has
+    no sentinel support and takes no pool options (they are left out there).
     """
     import channels_redis  # its __init__ holds the version only
 
-    if int(channels_redis.__version__.split(".")[0]) >= 3:
-        return [redis_url]
-    parts = urlsplit(redis_url)
+    major = int(channels_redis.__version__.split(".")[0])
+    if isinstance(redis, dict):
+        if not has_redis_sentinel():
+            raise ImproperlyConfigured(
+                "REDIS_SENTINELS needs channels-redis >= 4 with redis-py (the modern profile);"
+                f" this is channels-redis {channels_redis.__version__}: use REDIS_URL/REDIS_HOST"
+            )
+        return [{**redis, **(options or {})}]
+    if major >= 4 and options:
+        return [{"address": redis, **options}]
+    if major >= 3:
+        return [redis]
+    parts = urlsplit(redis)
     host = {
         "address": (parts.hostname, parts.port or 6379),
         "db": int(parts.path.lstrip("/") or 0),
@@ -62,6 +78,23 @@ def channel_layer_hosts(redis_url):
     if parts.scheme == "rediss":
         host["ssl"] = True
     return [host]
+
+
+def has_redis_sentinel():
+    """Whether channels-redis and the history can reach Redis through Sentinel.
+
+    channels-redis >= 4 takes sentinel hosts and depends on redis-py, whose ``redis.sentinel``
+    and ``redis.asyncio.sentinel`` the history uses. The legacy profile (channels-redis 2,
+    aioredis 1) has neither.
+    """
+    import channels_redis
+
+    if int(channels_redis.__version__.split(".")[0]) < 4:
+        return False
+    try:
+        return importlib.util.find_spec("redis.asyncio.sentinel") is not None
+    except ImportError:  # no redis package at all
+        return False
 
 
 def has_redis_pubsub_layer():

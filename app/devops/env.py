@@ -78,6 +78,69 @@ class Env:
             host = f"[{host}]"  # an IPv6 address
         return f"redis://{auth}{host}:{port}/{db}"
 
+    def redis_sentinels(self):
+        """``[(host, port), ...]`` of ``REDIS_SENTINELS`` ("host:port,..."); ``[]`` when unset.
+
+        Refused together with ``REDIS_URL`` or ``REDIS_HOST``: the sentinels name the master.
+        """
+        raw = self.environ.get("REDIS_SENTINELS", "").strip()
+        if not raw:
+            return []
+        for name, value in (
+            ("REDIS_URL", self.environ.get("REDIS_URL", "")),
+            ("REDIS_HOST", self.environ.get("REDIS_HOST", "")),
+        ):
+            if value.strip():
+                raise ImproperlyConfigured(
+                    f"{name} and REDIS_SENTINELS are both set: with sentinels the master is the one"
+                    f" they name; unset {name}"
+                )
+        return [parse_sentinel(item.strip()) for item in raw.split(",") if item.strip()]
+
+    def redis(self):
+        """Where the app's Redis is: a URL (``redis_url``), or with ``REDIS_SENTINELS`` a dict.
+
+        The dict is channels-redis' sentinel host: ``{"sentinels": [(host, port), ...],
+        "master_name", "sentinel_kwargs": {"password"}, "password", "db"}``; ``password`` and
+        ``db`` (``REDIS_PASSWORD``, ``REDIS_DB``) are the data nodes'.
+        """
+        sentinels = self.redis_sentinels()
+        if not sentinels:
+            return self.redis_url()
+        return sentinel_host(
+            sentinels,
+            self.string("REDIS_SENTINEL_MASTER", "devops").strip(),
+            self.string("REDIS_SENTINEL_PASSWORD"),
+            self.string("REDIS_PASSWORD"),
+            self.integer("REDIS_DB", 0),
+        )
+
+
+def parse_sentinel(item):
+    """``(host, port)`` of one ``REDIS_SENTINELS`` entry: ``host:port`` or ``[v6addr]:port``."""
+    host, _, port = item.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or " " in host:
+        raise ImproperlyConfigured(
+            f"REDIS_SENTINELS entry {item!r} is invalid:"
+            " expected host:port ([address]:port for IPv6)"
+        )
+    return host, int(port)
+
+
+def sentinel_host(sentinels, master_name, sentinel_password, password, db):
+    """channels-redis' sentinel host dict (also what ``deploy.history_redis`` connects with)."""
+    if not master_name:
+        raise ImproperlyConfigured("REDIS_SENTINEL_MASTER must not be empty with REDIS_SENTINELS")
+    return {
+        "sentinels": list(sentinels),
+        "master_name": master_name,
+        "sentinel_kwargs": {"password": sentinel_password or None},
+        "password": password or None,
+        "db": db,
+    }
+
 
 def check_redis_url(url):
     """Raise ``ImproperlyConfigured`` unless ``url`` is a usable ``redis://``/``rediss://`` URL."""
@@ -142,27 +205,45 @@ def database_from_url(url):
     )
 
 
-def channel_layers(kind, redis_url, group_expiry, capacity, prefix="asgi"):
+#: Seconds the core layer's BZPOPMIN blocks (``RedisChannelLayer.brpop_timeout``).
+CORE_LAYER_BLOCKING_READ = 5
+#: Options of the core layer's connection pools (channels-redis >= 4, redis-py). redis-py's
+#: default socket timeout (5 s) equals the layer's 5 s blocking read, so an idle consumer's read
+#: timed out and killed it (channels_redis #422): reads get twice as long plus a margin.
+CORE_LAYER_POOL_OPTIONS = {
+    "socket_timeout": 2 * CORE_LAYER_BLOCKING_READ + 5,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "health_check_interval": 30,
+}
+
+
+def channel_layers(kind, redis, group_expiry, capacity, prefix="asgi", max_connections=1000):
     """Build ``CHANNEL_LAYERS`` for ``CHANNEL_LAYER`` = redis, redis-pubsub or memory.
 
-    ``prefix`` names the Redis keys and channels: projects sharing a Redis stay apart.
+    ``redis`` is a URL or a sentinel host dict (``Env.redis``). ``prefix`` names the Redis keys
+    and channels: projects sharing a Redis stay apart. ``max_connections`` bounds each of the core
+    layer's connection pools (one per event loop; redis-py's default, 100, is too few for a
+    process serving hundreds of websockets).
     """
     if kind == "memory":
         config = {"group_expiry": group_expiry, "capacity": capacity}
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": config}}
-    hosts = compat.channel_layer_hosts(redis_url)
     if kind == "redis-pubsub":
         if not compat.has_redis_pubsub_layer():
             raise ImproperlyConfigured(
                 "CHANNEL_LAYER=redis-pubsub needs channels-redis >= 3.3; use CHANNEL_LAYER=redis"
             )
         # The pub/sub layer keeps no queues and no group expiry: only hosts and prefix apply.
+        hosts = compat.channel_layer_hosts(redis)
         return {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
                 "CONFIG": {"hosts": hosts, "prefix": prefix},
             }
         }
+    options = {**CORE_LAYER_POOL_OPTIONS, "max_connections": max_connections}
+    hosts = compat.channel_layer_hosts(redis, options)
     config = {"hosts": hosts, "prefix": prefix, "group_expiry": group_expiry, "capacity": capacity}
     return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}}
 

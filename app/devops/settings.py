@@ -90,12 +90,17 @@ X_FRAME_OPTIONS = "DENY"
 
 # Channels.
 CHANNELS_PREFIX = env.string("CHANNELS_PREFIX", "asgi")
+# Connections each Redis connection pool of a process may open (the core layer's, the history's).
+CHANNELS_REDIS_MAX_CONNECTIONS = env.integer("CHANNELS_REDIS_MAX_CONNECTIONS", 1000, minimum=1)
+# A URL, or with REDIS_SENTINELS channels-redis' sentinel host dict (devops.env.Env.redis).
+REDIS = env.redis()
 CHANNEL_LAYERS = channel_layers(
     env.choice("CHANNEL_LAYER", "redis", CHANNEL_LAYER_KINDS),
-    env.redis_url(),
+    REDIS,
     group_expiry=env.integer("CHANNELS_GROUP_EXPIRY", 86400, minimum=1),
     capacity=env.integer("CHANNELS_CAPACITY", 100, minimum=1),
     prefix=CHANNELS_PREFIX,
+    max_connections=CHANNELS_REDIS_MAX_CONNECTIONS,
 )
 
 # The deploy app.
@@ -103,6 +108,10 @@ DEPLOY_PUSH_TOKEN = env.string("DEPLOY_PUSH_TOKEN").strip()
 DEPLOY_MAX_MESSAGE_BYTES = env.integer("DEPLOY_MAX_MESSAGE_BYTES", 65536, minimum=1)
 # Entries kept per service for resuming websockets (deploy.history); 0 turns the history off.
 DEPLOY_HISTORY_LENGTH = env.integer("DEPLOY_HISTORY_LENGTH", 1000)
+# Replicas that must acknowledge each history entry before a push succeeds (Redis WAIT), and how
+# many milliseconds the push waits for them.
+DEPLOY_HISTORY_REPLICAS = env.integer("DEPLOY_HISTORY_REPLICAS", 0)
+DEPLOY_HISTORY_WAIT_MS = env.integer("DEPLOY_HISTORY_WAIT_MS", 1000, minimum=1)
 # The node whose websockets `manage.py drain_websockets` closes; empty means the host name.
 DEPLOY_NODE = env.string("DEPLOY_NODE").strip()
 

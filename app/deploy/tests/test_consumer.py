@@ -30,9 +30,10 @@ async def test_client_receives_pushed_message(connect):
     frame = await receive(client)
     ts = frame.pop("ts")
     assert datetime.fromisoformat(ts).utcoffset().total_seconds() == 0
-    # With the history on the frame also has "id" and "epoch": see test_resume.py.
+    # With the history on the frame also has "id", "epoch" and "prev": see test_resume.py.
     frame.pop("id", None)
     frame.pop("epoch", None)
+    frame.pop("prev", None)
     assert frame == {
         "type": "message",
         "service": "tasks",

@@ -82,7 +82,8 @@ def publish(backend, service, message):
 
 
 def test_keys_are_under_the_prefix(backend, raw):
-    entry_id, epoch = publish(backend, "tasks", "hello")
+    entry_id, epoch, prev = publish(backend, "tasks", "hello")
+    assert prev == "0-0"
     stream, epoch_key = backend.keys("tasks")
     assert (stream, epoch_key) == (
         f"{backend.prefix}:deploy:stream:tasks",
@@ -91,27 +92,35 @@ def test_keys_are_under_the_prefix(backend, raw):
     assert raw.get(epoch_key) == epoch
     [(stored_id, fields)] = raw.xrange(stream)
     assert stored_id == entry_id
-    assert fields == {"message": "hello", "source": "push", "ts": "2026-01-02T03:04:05+00:00"}
+    assert fields == {
+        "message": "hello",
+        "source": "push",
+        "ts": "2026-01-02T03:04:05+00:00",
+        "prev": "0-0",
+    }
 
 
 def test_epoch_stays_across_publishes(backend):
     published = [publish(backend, "tasks", f"message {n}") for n in range(5)]
-    assert len({epoch for _, epoch in published}) == 1
-    ids = [history.parse_id(entry_id) for entry_id, _ in published]
+    assert len({epoch for _, epoch, _ in published}) == 1
+    ids = [history.parse_id(entry_id) for entry_id, _, _ in published]
     assert ids == sorted(ids) and len(set(ids)) == 5
+    # Each entry names the one before it.
+    assert [prev for _, _, prev in published] == ["0-0"] + [p.id for p in published[:-1]]
 
 
 def test_lost_stream_comes_back_in_a_new_epoch(backend, raw):
-    _, before = publish(backend, "tasks", "one")
+    _, before, _ = publish(backend, "tasks", "one")
     raw.delete(backend.keys("tasks")[0])  # the stream only: its epoch key stays
-    _, after = publish(backend, "tasks", "two")
+    _, after, prev = publish(backend, "tasks", "two")
+    assert prev == "0-0"
     assert after != before
     assert raw.get(backend.keys("tasks")[1]) == after
 
 
 def test_stream_is_trimmed_to_about_the_length(backend, raw, settings):
     settings.DEPLOY_HISTORY_LENGTH = 10
-    first, _ = publish(backend, "tasks", "first")
+    first, _, _ = publish(backend, "tasks", "first")
     for n in range(299):
         publish(backend, "tasks", f"message {n}")
     length = raw.xlen(backend.keys("tasks")[0])
@@ -120,7 +129,7 @@ def test_stream_is_trimmed_to_about_the_length(backend, raw, settings):
 
 async def test_trimmed_position_resumes_with_a_gap(backend, settings):
     settings.DEPLOY_HISTORY_LENGTH = 10
-    first, epoch = publish(backend, "tasks", "first")
+    first, epoch, _ = publish(backend, "tasks", "first")
     for n in range(299):
         publish(backend, "tasks", f"message {n}")
     try:
@@ -141,8 +150,8 @@ async def test_head_read_and_resume(backend):
         ids = [publish(backend, "tasks", f"message {n}")[0] for n in range(3)]
         epoch = (await backend.head("tasks"))[0]
         assert await backend.head("tasks") == (epoch, ids[-1])
-        entry_id, same_epoch = await backend.publish("tasks", "async", "client", "ts")
-        assert same_epoch == epoch
+        entry_id, same_epoch, prev = await backend.publish("tasks", "async", "client", "ts")
+        assert (same_epoch, prev) == (epoch, ids[-1])
         missed = await history.resume(backend, "tasks", history.parse_id(ids[0]), epoch)
         assert [(e.id, e.message) for e in missed.entries] == [
             (ids[1], "message 1"),
@@ -167,8 +176,11 @@ def test_concurrent_publishes_share_one_epoch_and_unique_ids(backend, raw):
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = [item for batch in pool.map(publish_many, range(8)) for item in batch]
-    assert len({epoch for _, epoch in results}) == 1
-    assert len({entry_id for entry_id, _ in results}) == 400
+    assert len({epoch for _, epoch, _ in results}) == 1
+    assert len({entry_id for entry_id, _, _ in results}) == 400
+    # The prev links make one chain through every entry, whatever the publishers' interleaving.
+    ids = sorted((entry_id for entry_id, _, _ in results), key=history.parse_id)
+    assert sorted(prev for _, _, prev in results) == sorted(["0-0"] + ids[:-1])
     assert raw.xlen(backend.keys("tasks")[0]) == 400
     assert raw.get(backend.keys("tasks")[1]) == results[0][1]
 
@@ -191,3 +203,22 @@ def test_unreachable_redis_raises(settings):
     with pytest.raises(redis.ConnectionError):
         publish(backend, "tasks", "lost")
     backend.close()
+
+
+async def test_between_reads_what_live_events_missed(backend):
+    published = [publish(backend, "tasks", f"message {n}") for n in range(5)]
+    ids = [p.id for p in published]
+    try:
+        epoch, found = await backend.between(
+            "tasks", history.parse_id(ids[0]), history.parse_id(ids[3])
+        )
+        assert epoch == published[0].epoch
+        assert [(e.id, e.message, e.prev) for e in found] == [
+            (ids[1], "message 1", ids[0]),
+            (ids[2], "message 2", ids[1]),
+        ]
+        empty = await backend.between("tasks", history.parse_id(ids[1]), history.parse_id(ids[2]))
+        assert empty == (epoch, [])
+        assert await backend.between("other", history.START, (1, 0)) == ("", [])
+    finally:
+        await backend.aclose()

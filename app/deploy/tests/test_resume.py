@@ -112,12 +112,14 @@ async def test_live_duplicate_of_a_replayed_message_is_skipped(connect):
     # Written to the history, but its group_send is late: it reaches the group after the
     # client joined, so the client gets it from the replay and live.
     ts = "2026-01-02T03:04:05+00:00"
-    late_id, epoch = history.get_history().publish_sync("tasks", "late", "push", ts)
+    late_id, epoch, prev = history.get_history().publish_sync("tasks", "late", "push", ts)
     back = await connect("tasks", query=f"after={seen.id}&epoch={epoch}")
     assert (await receive(back))["message"] == "late"
     assert await receive(back) == {"type": "resumed", "replayed": 1}
     late = {"type": "deploy.message", "message": "late", "source": "push", "ts": ts}
-    await get_channel_layer().group_send("deploy.tasks", {**late, "id": late_id, "epoch": epoch})
+    await get_channel_layer().group_send(
+        "deploy.tasks", {**late, "id": late_id, "epoch": epoch, "prev": prev}
+    )
     await push("tasks", "next")
     frame = await receive(back)
     assert (frame["message"], frame["seq"]) == ("next", 2)
@@ -225,3 +227,101 @@ async def test_history_off_gives_the_old_frames(connect, settings):
     await client.send_json_to({"message": "from the client"})
     assert set(await receive(client)) == {"type", "service", "message", "seq", "ts", "source"}
     assert history.get_history() is None
+
+
+# Gaps in the live events (the pub/sub layer loses what is published around a failover).
+
+
+async def publish_live(service, message, group_send=True):
+    """Write a message to the history and, unless ``group_send`` is false, send its event."""
+    ts = "2026-01-02T03:04:05+00:00"
+    published = await history.get_history().publish(service, message, "push", ts)
+    if group_send:
+        event = {"type": "deploy.message", "message": message, "source": "push", "ts": ts}
+        await get_channel_layer().group_send(f"deploy.{service}", {**event, **published._asdict()})
+    return published
+
+
+async def test_live_frames_carry_prev(connect):
+    client = await connect("tasks")
+    first = await publish_live("tasks", "one")
+    second = await publish_live("tasks", "two")
+    frames = [await receive(client), await receive(client)]
+    assert [(f["id"], f["prev"]) for f in frames] == [(first.id, "0-0"), (second.id, first.id)]
+
+
+async def test_lost_live_event_is_fetched_from_the_stream(connect):
+    """The middle entry's event never reaches the group: the client still gets all three."""
+    client = await connect("tasks")
+    published = [
+        await publish_live("tasks", "one"),
+        await publish_live("tasks", "two", group_send=False),
+        await publish_live("tasks", "three"),
+    ]
+    frames = [await receive(client) for _ in range(3)]
+    assert [f["message"] for f in frames] == ["one", "two", "three"]
+    assert [f["id"] for f in frames] == [p.id for p in published]
+    assert [f["seq"] for f in frames] == [1, 2, 3]
+    assert frames[1]["prev"] == published[0].id and "replay" not in frames[1]
+    # Nothing more: no duplicate of "two" when its event is late after all.
+    late = {"type": "deploy.message", "message": "two", "source": "push", "ts": "t"}
+    await get_channel_layer().group_send("deploy.tasks", {**late, **published[1]._asdict()})
+    await push("tasks", "four")
+    frame = await receive(client)
+    assert (frame["message"], frame["seq"], frame["prev"]) == ("four", 4, published[2].id)
+
+
+async def test_lost_events_after_a_resume_are_fetched(connect):
+    await push("tasks", "seen")
+    [seen] = await entries("tasks")
+    epoch = (await history.get_history().head("tasks"))[0]
+    client = await connect("tasks", query=f"after={seen.id}&epoch={epoch}")
+    assert await receive(client) == {"type": "resumed", "replayed": 0}
+    await publish_live("tasks", "lost 1", group_send=False)
+    await publish_live("tasks", "lost 2", group_send=False)
+    await publish_live("tasks", "live")
+    frames = [await receive(client) for _ in range(3)]
+    assert [f["message"] for f in frames] == ["lost 1", "lost 2", "live"]
+
+
+async def test_out_of_order_events_are_delivered_in_order(connect):
+    """Concurrent publishers: the later entry's event first; the earlier one comes with it."""
+    client = await connect("tasks")
+    first = await publish_live("tasks", "first", group_send=False)
+    second = await publish_live("tasks", "second")
+    event = {"type": "deploy.message", "message": "first", "source": "push", "ts": "t"}
+    await get_channel_layer().group_send("deploy.tasks", {**event, **first._asdict()})
+    await push("tasks", "third")
+    frames = [await receive(client) for _ in range(3)]
+    assert [f["message"] for f in frames] == ["first", "second", "third"]
+    assert history.parse_id(second.id) > history.parse_id(first.id)
+
+
+async def test_events_without_prev_are_delivered_as_before(connect):
+    """Events of a release without ``prev`` (rolling deploy): no gap check, no reordering."""
+    client = await connect("tasks")
+    first = await publish_live("tasks", "first", group_send=False)
+    ts = "2026-01-02T03:04:05+00:00"
+    second = await history.get_history().publish("tasks", "second", "push", ts)
+    event = {"type": "deploy.message", "message": "second", "source": "push", "ts": ts}
+    await get_channel_layer().group_send(
+        "deploy.tasks", {**event, "id": second.id, "epoch": second.epoch}
+    )
+    frame = await receive(client)
+    assert frame["message"] == "second" and "prev" not in frame
+    assert first.id != second.id
+
+
+async def test_unreadable_gap_closes_the_connection(connect, monkeypatch):
+    """Missed messages that cannot be read: close (1011) so that the client resumes; skip none."""
+    client = await connect("tasks")
+    await publish_live("tasks", "one")
+    assert (await receive(client))["message"] == "one"
+
+    async def broken(self, service, after, before):
+        raise ConnectionError("history unreachable")
+
+    monkeypatch.setattr(history.MemoryHistory, "between", broken)
+    await publish_live("tasks", "lost", group_send=False)
+    await publish_live("tasks", "three")
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1011}

@@ -9,7 +9,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 from deploy.tests.helpers import APP_DIR, manage, modern_only
 from devops import compat
-from devops.env import Env, channel_layers, check_redis_url, database_from_url
+from devops.env import (
+    CORE_LAYER_POOL_OPTIONS,
+    Env,
+    channel_layers,
+    check_redis_url,
+    database_from_url,
+)
 
 PRODUCTION_ENV = {
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
@@ -123,10 +129,11 @@ def test_bad_redis_port():
 def test_redis_layer():
     url = "rediss://:s%40cret@cache.example.org:6380/1"
     layer = channel_layers("redis", url, group_expiry=600, capacity=50, prefix="chat")["default"]
+    options = {**CORE_LAYER_POOL_OPTIONS, "max_connections": 1000}
     assert layer == {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": compat.channel_layer_hosts(url),
+            "hosts": compat.channel_layer_hosts(url, options),
             "prefix": "chat",
             "group_expiry": 600,
             "capacity": 50,
@@ -140,6 +147,108 @@ def test_pubsub_layer():
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": ["redis://h:1/0"], "prefix": "asgi"},
     }
+
+
+@modern_only
+def test_core_layer_reads_longer_than_it_blocks():
+    """channels_redis #422: redis-py's 5 s socket timeout killed idle consumers' 5 s BZPOPMIN."""
+    from channels_redis.core import RedisChannelLayer
+
+    config = channel_layers("redis", "redis://h:1/0", 600, 50, max_connections=700)["default"]
+    [host] = config["CONFIG"]["hosts"]
+    assert host["address"] == "redis://h:1/0"
+    assert host["socket_timeout"] > RedisChannelLayer.brpop_timeout + 1
+    assert host["socket_keepalive"] is True
+    assert host["max_connections"] == 700
+    pool = RedisChannelLayer(hosts=[host]).create_pool(0)
+    assert pool.max_connections == 700
+    assert pool.connection_kwargs["socket_timeout"] == host["socket_timeout"]
+
+
+SENTINEL_ENV = {"REDIS_SENTINELS": "s1:26379, [fd00::2]:26380,s3:26381", "REDIS_PASSWORD": "p@ss"}
+
+
+def test_sentinels_parsed():
+    env = Env({**SENTINEL_ENV, "REDIS_SENTINEL_PASSWORD": "spw", "REDIS_DB": "2"})
+    assert env.redis_sentinels() == [("s1", 26379), ("fd00::2", 26380), ("s3", 26381)]
+    assert env.redis() == {
+        "sentinels": [("s1", 26379), ("fd00::2", 26380), ("s3", 26381)],
+        "master_name": "devops",
+        "sentinel_kwargs": {"password": "spw"},
+        "password": "p@ss",
+        "db": 2,
+    }
+    assert Env({"REDIS_SENTINELS": "s1:1", "REDIS_SENTINEL_MASTER": "m"}).redis() == {
+        "sentinels": [("s1", 1)],
+        "master_name": "m",
+        "sentinel_kwargs": {"password": None},
+        "password": None,
+        "db": 0,
+    }
+    assert Env({"REDIS_SENTINELS": " "}).redis() == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("other", ["REDIS_URL", "REDIS_HOST"])
+def test_sentinels_refuse_url_and_host(other):
+    env = Env({**SENTINEL_ENV, other: "redis://h:1/0" if other == "REDIS_URL" else "h"})
+    with pytest.raises(ImproperlyConfigured, match=f"{other} and REDIS_SENTINELS are both set"):
+        env.redis()
+
+
+@pytest.mark.parametrize("entry", ["s1", "s1:", ":26379", "s1:port", "s1:70000", "s 1:1"])
+def test_bad_sentinel_entries(entry):
+    with pytest.raises(ImproperlyConfigured, match="REDIS_SENTINELS entry"):
+        Env({"REDIS_SENTINELS": f"ok:1,{entry}"}).redis()
+
+
+@modern_only
+@pytest.mark.parametrize("kind", ["redis", "redis-pubsub"])
+def test_sentinel_layers(kind):
+    """Both layers get channels-redis' sentinel host; channels-redis builds its pool from it."""
+    from channels_redis.utils import create_pool
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
+    sentinel = Env({**SENTINEL_ENV, "REDIS_SENTINEL_PASSWORD": "spw"}).redis()
+    [host] = channel_layers(kind, sentinel, 600, 50, max_connections=300)["default"]["CONFIG"][
+        "hosts"
+    ]
+    for key, value in sentinel.items():
+        assert host[key] == value
+    if kind == "redis":
+        assert host["max_connections"] == 300
+        assert host["socket_timeout"] == CORE_LAYER_POOL_OPTIONS["socket_timeout"]
+    pool = create_pool(host)
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "devops"
+    assert pool.connection_kwargs["password"] == "p@ss"
+    sentinels = pool.sentinel_manager.sentinels
+    assert len(sentinels) == 3
+    assert sentinels[0].connection_pool.connection_kwargs["password"] == "spw"
+
+
+def test_sentinels_refused_without_redis_py(monkeypatch):
+    """The legacy profile (channels-redis 2, aioredis 1) has no sentinel support."""
+    import channels_redis
+
+    monkeypatch.setattr(channels_redis, "__version__", "2.3.1")
+    sentinel = Env(SENTINEL_ENV).redis()
+    with pytest.raises(ImproperlyConfigured, match="REDIS_SENTINELS needs channels-redis >= 4"):
+        channel_layers("redis", sentinel, 600, 50)
+
+
+def test_sentinel_settings(monkeypatch):
+    env = {**PRODUCTION_ENV, **SENTINEL_ENV, "REDIS_SENTINEL_MASTER": "prod"}
+    del env["REDIS_URL"]
+    if not compat.has_redis_sentinel():
+        with pytest.raises(ImproperlyConfigured, match="REDIS_SENTINELS needs"):
+            load_settings(monkeypatch, **env)
+        return
+    settings = load_settings(monkeypatch, **env)
+    assert settings["REDIS"]["master_name"] == "prod"
+    [host] = settings["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"]
+    assert host["master_name"] == "prod"
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL and REDIS_SENTINELS"):
+        load_settings(monkeypatch, **env, REDIS_URL="redis://h:1/0")
 
 
 def test_memory_layer():
@@ -209,10 +318,14 @@ def test_production_defaults(monkeypatch, tmp_path):
     assert settings["DEPLOY_MAX_MESSAGE_BYTES"] == 65536
     assert settings["DEPLOY_HISTORY_LENGTH"] == 1000
     assert settings["DEPLOY_NODE"] == ""
+    assert settings["DEPLOY_HISTORY_REPLICAS"] == 0
+    assert settings["DEPLOY_HISTORY_WAIT_MS"] == 1000
+    assert settings["CHANNELS_REDIS_MAX_CONNECTIONS"] == 1000
     assert settings["LOGGING"]["root"]["level"] == "INFO"
     layer = settings["CHANNEL_LAYERS"]["default"]
+    options = {**CORE_LAYER_POOL_OPTIONS, "max_connections": 1000}
     assert layer["CONFIG"] == {
-        "hosts": compat.channel_layer_hosts("redis://:pw@127.0.0.1:6379/0"),
+        "hosts": compat.channel_layer_hosts("redis://:pw@127.0.0.1:6379/0", options),
         "prefix": "asgi",
         "group_expiry": 86400,
         "capacity": 100,
@@ -250,6 +363,11 @@ def test_debug_runs_without_secret_key(monkeypatch):
         ({"DJANGO_HSTS_SECONDS": "-1"}, "DJANGO_HSTS_SECONDS='-1' must be at least 0"),
         ({"DJANGO_LOG_LEVEL": "chatty"}, "DJANGO_LOG_LEVEL='CHATTY' is not one of"),
         ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL scheme 'mysql'"),
+        ({"DEPLOY_HISTORY_REPLICAS": "-1"}, "DEPLOY_HISTORY_REPLICAS='-1' must be at least 0"),
+        ({"DEPLOY_HISTORY_WAIT_MS": "0"}, "DEPLOY_HISTORY_WAIT_MS='0' must be at least 1"),
+        ({"CHANNELS_REDIS_MAX_CONNECTIONS": "0"}, "CHANNELS_REDIS_MAX_CONNECTIONS='0' must be"),
+        ({"REDIS_SENTINELS": "s:1", "REDIS_HOST": "h"}, "REDIS_HOST and REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "s:x"}, "REDIS_SENTINELS entry 's:x' is invalid"),
     ],
 )
 def test_bad_environment_is_refused(monkeypatch, env, error):
