@@ -19,7 +19,7 @@ from pathlib import Path
 from . import fanout, http
 from .common import HOST, ROOT, log, sh
 from .playbook import playbook
-from .target import container_ip, exists, processes
+from .target import container_ip, exists
 
 INVENTORY = ROOT / "inventory" / "cluster.yml"
 PREFIX = "devops-cluster-"
@@ -74,6 +74,23 @@ def labels(rows, container):
             name = f"{name} {index[1] if index else asgi[name]}"
         pids[pid] = f"{short(container)} {name}"
     return pids
+
+
+def processes(container, attempts=5):
+    """(host pid, command line) of each process of the container, as target.processes, but `docker top` is tried
+    again when it fails: it fails now and then when a unit of the container's systemd ends (its cgroup vanishes
+    while runc reads the cgroups)."""
+    for _ in range(attempts - 1):
+        result = sh("docker", "top", container, "-eo", "pid,args", check=False)
+        if result.returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        result = sh("docker", "top", container, "-eo", "pid,args")
+    return [
+        (int(pid), args.strip())
+        for pid, _, args in (line.strip().partition(" ") for line in result.stdout.splitlines()[1:])
+    ]
 
 
 def cluster_pids():

@@ -57,6 +57,7 @@ def settings(lb):
     names = [
         "haproxy_listen_port",
         "haproxy_check_interval",
+        "haproxy_check_timeout",
         "haproxy_check_fall",
         "haproxy_check_rise",
         "haproxy_prometheus_bind",

@@ -5,6 +5,7 @@ import http.client
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -91,7 +92,7 @@ def under_load(site, tmp_path, label, action):
             "--host",
             site["host"],
             "--service",
-            f"{label}-{uuid.uuid4().hex[:6]}",
+            f"{re.sub('[^A-Za-z0-9]+', '-', label)}-{uuid.uuid4().hex[:6]}",
             "--ws-clients",
             str(WS_CLIENTS),
             "--http-concurrency",

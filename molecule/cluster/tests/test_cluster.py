@@ -156,7 +156,9 @@ class Load(threading.Thread):
 def test_a_stopped_app_host_leaves_and_rejoins_the_balancer(lb, apps, lb_address, settings):
     name = sorted(apps)[0]
     interval = int(settings["haproxy_check_interval"]) / 1000
-    down_limit = interval * int(settings["haproxy_check_fall"]) + interval + 2
+    # Each failed check takes up to the check timeout (a vanished host answers nothing), then the next interval.
+    check_timeout = int(settings["haproxy_check_timeout"]) / 1000
+    down_limit = (interval + check_timeout) * int(settings["haproxy_check_fall"]) + interval + 2
     up_limit = interval * int(settings["haproxy_check_rise"]) + interval + 2
     load = Load(lb_address, settings["haproxy_listen_port"])
     load.start()

@@ -31,7 +31,11 @@ def changed_release(tmp_path, label):
         "app_settings_overlay: false\n"
         "app_health_served: project\n"
         "app_requirements_file: requirements/{{ app_profile }}.txt\n"
-        "app_extra_env: {DEPLOY_MAX_MESSAGE_BYTES: 65536, DEPLOY_PUSH_TOKEN: '{{ app_push_token }}'}\n"
+        # The bundled app's settings as the bundled source gets them, so the env file stays the same.
+        "app_extra_env: >-\n"
+        "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token}\n"
+        "     | combine({'DEPLOY_HISTORY_LENGTH': app_history_length,\n"
+        "                'DEPLOY_HISTORY_REPLICAS': app_history_replicas} if app_profile == 'modern' else {}) }}\n"
         "asgi_drain_command: ['/usr/local/bin/{{ devops_user }}-manage', drain_websockets]\n"
     )
     return f"@{variables}"
@@ -56,7 +60,7 @@ def all_up(lb):
 
 def test_a_rolling_deploy_with_draining_loses_nothing(lb, site, tmp_path):
     release = changed_release(tmp_path, "a")
-    seconds, report = under_load(site, tmp_path, "rolling deploy", lambda: playbook("deploy.yml", release)[0])
+    seconds, report = under_load(site, tmp_path, "rolling deploy", lambda: playbook("deploy.yml", "-e", release)[0])
     print(summary("rolling deploy with draining", seconds, report))
     assert_nothing_lost(report)
     assert report["ws"]["reconnects"] >= WS_CLIENTS, "the deploy moved no client: nothing was restarted"
@@ -67,7 +71,7 @@ def test_a_rolling_deploy_with_draining_loses_nothing(lb, site, tmp_path):
 def test_the_same_deploy_without_draining_cuts_the_clients(lb, site, tmp_path):
     release = changed_release(tmp_path, "b")
     seconds, report = under_load(
-        site, tmp_path, "no drain", lambda: playbook("deploy.yml", release, "-e", "asgi_drain=false")[0]
+        site, tmp_path, "no drain", lambda: playbook("deploy.yml", "-e", release, "-e", "asgi_drain=false")[0]
     )
     print(summary("rolling deploy without draining", seconds, report))
     # Proof that the load can fail: the restart cuts the websockets (daphne closes them without a close frame the
@@ -85,7 +89,7 @@ def test_a_rollback_under_load_loses_nothing_and_its_rerun_changes_nothing(lb, s
     assert_nothing_lost(report)
     assert abnormal_closes(report) == 0, report["ws"]["close_codes"]
     # The rollback went back to release a: deploying release a again finds it current, restarts nothing, drains nothing.
-    _, again = playbook("deploy.yml", changed_release(tmp_path, "a"))
+    _, again = playbook("deploy.yml", "-e", changed_release(tmp_path, "a"))
     recap = [line for line in again.stdout.splitlines() if "changed=" in line]
     assert recap and all("changed=0" in line for line in recap), "\n".join(recap)
     assert set(all_up(lb).values()) == {"UP"}
@@ -94,7 +98,9 @@ def test_a_rollback_under_load_loses_nothing_and_its_rerun_changes_nothing(lb, s
 def test_a_stopped_app_host_leaves_the_balancer_and_its_clients_resume_elsewhere(lb, apps, site, settings, tmp_path):
     name = sorted(apps)[-1]
     interval = int(settings["haproxy_check_interval"]) / 1000
-    down_limit = interval * int(settings["haproxy_check_fall"]) + interval + 2
+    # Each failed check takes up to the check timeout (a vanished host answers nothing), then the next interval.
+    check_timeout = int(settings["haproxy_check_timeout"]) / 1000
+    down_limit = (interval + check_timeout) * int(settings["haproxy_check_fall"]) + interval + 2
     timings = {}
 
     def stop_the_container():

@@ -64,7 +64,11 @@ def test_deploy_then_rollback(tmp_path):
         "app_settings_overlay: false\n"
         "app_health_served: project\n"
         "app_requirements_file: requirements/{{ app_profile }}.txt\n"
-        "app_extra_env: {DEPLOY_MAX_MESSAGE_BYTES: 65536, DEPLOY_PUSH_TOKEN: '{{ app_push_token }}'}\n"
+        # The bundled app's settings as the bundled source gets them, so the env file stays the same.
+        "app_extra_env: >-\n"
+        "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token}\n"
+        "     | combine({'DEPLOY_HISTORY_LENGTH': app_history_length,\n"
+        "                'DEPLOY_HISTORY_REPLICAS': app_history_replicas} if app_profile == 'modern' else {}) }}\n"
     )
     deploy("-e", f"@{variables}")
     after = host.check_output("readlink %s", current)
