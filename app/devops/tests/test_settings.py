@@ -320,6 +320,7 @@ def test_production_defaults(monkeypatch, tmp_path):
     assert settings["DEPLOY_NODE"] == ""
     assert settings["DEPLOY_HISTORY_REPLICAS"] == 0
     assert settings["DEPLOY_HISTORY_WAIT_MS"] == 1000
+    assert settings["DEPLOY_HISTORY_CHECK_MS"] == 5000
     assert settings["CHANNELS_REDIS_MAX_CONNECTIONS"] == 1000
     assert settings["LOGGING"]["root"]["level"] == "INFO"
     layer = settings["CHANNEL_LAYERS"]["default"]
