@@ -46,6 +46,7 @@ from deploy.history import (
     parse_id,
     previous_id,
 )
+from devops import compat
 
 # KEYS: stream, epoch. ARGV: max length, a new epoch, then the entry's field/value pairs.
 # Returns {id, epoch, id of the entry before it or "0-0"}; the entry also gets a field "prev".
@@ -118,12 +119,14 @@ def wait_ms():
 
 
 def client_options():
-    """Connection options of both clients: pool size, and a read timeout longer than a WAIT."""
+    """Connection options of both clients: pool size, and a read timeout longer than a WAIT but
+    short enough that a push to a master cut off fails in seconds (the next one reconnects through
+    the sentinels to the master that replaced it)."""
     return {
         "decode_responses": True,
         "max_connections": getattr(settings, "CHANNELS_REDIS_MAX_CONNECTIONS", 1000),
-        "socket_timeout": 5 + wait_ms() / 1000,
-        "socket_connect_timeout": 5,
+        "socket_timeout": 2 + wait_ms() / 1000,
+        "socket_connect_timeout": 2,
         "socket_keepalive": True,
     }
 
@@ -137,7 +140,7 @@ def make_client(where, asyncio_client):
     module = redis.asyncio.sentinel if asyncio_client else redis.sentinel
     sentinel = module.Sentinel(
         [tuple(address) for address in where["sentinels"]],
-        sentinel_kwargs=dict(where.get("sentinel_kwargs") or {}),
+        sentinel_kwargs=compat.sentinel_kwargs(where, asyncio_client),
     )
     return sentinel.master_for(
         where["master_name"], password=where.get("password"), db=where.get("db", 0), **options
