@@ -112,7 +112,7 @@ PING = (
 
 def test_redis_and_its_sentinels_serve_the_app_hosts_with_passwords_only(redis_hosts, apps):
     for name, host in redis_hosts.items():
-        for port in (6379, 26379):
+        for port in ("6379", "26379"):
             listeners = {
                 line.split()[3].rsplit(":", 1)[0]
                 for line in host.check_output("ss -Hltn 'sport = :%s'", port).splitlines()
@@ -125,7 +125,7 @@ def test_redis_and_its_sentinels_serve_the_app_hosts_with_passwords_only(redis_h
         sentinels = next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("REDIS_SENTINELS="))
         assert sorted(item.rsplit(":", 1)[0] for item in sentinels.strip("'\"").split(",")) == sorted(redis_hosts)
         for name in redis_hosts:
-            for port in (6379, 26379):
+            for port in ("6379", "26379"):
                 assert "NOAUTH" in host.check_output("python3 -c %s %s %s", PING, name, port), (name, port)
 
 
