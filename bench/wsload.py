@@ -24,6 +24,10 @@ BUCKET = 10000  # histogram buckets per second of latency (0.1 ms)
 MAX_BUCKET = 30 * BUCKET
 
 
+class TargetFailed(RuntimeError):
+    """The target refused the generator's clients or dropped them: the configuration fails, the run goes on."""
+
+
 def event_loop():
     try:
         import uvloop
@@ -162,9 +166,20 @@ async def wait_command(conn):
     return conn.recv()
 
 
+async def connected(conn, address, host, path, count, stats):
+    """`count` open clients, or None after telling the parent why they could not be opened."""
+    try:
+        return await connect_all(address, host, path, count, stats)
+    except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return None
+
+
 async def receiver_main(conn, address, host, path, count):
     stats = Stats()
-    clients = await connect_all(address, host, path, count, stats)
+    clients = await connected(conn, address, host, path, count, stats)
+    if clients is None:
+        return
     conn.send(("ready", len(clients)))
     while True:
         command = await wait_command(conn)
@@ -193,7 +208,10 @@ async def receiver_main(conn, address, host, path, count):
 
 async def sender_main(conn, address, host, path):
     stats = Stats()  # the sender is in the group too; it counts nothing (step -1 never matches)
-    (client,) = await connect_all(address, host, path, 1, stats)
+    clients = await connected(conn, address, host, path, 1, stats)
+    if clients is None:
+        return
+    (client,) = clients
     conn.send(("ready", 1))
     while True:
         command = await wait_command(conn)
@@ -231,9 +249,10 @@ class Generator:
         self._start(sender_main, address, host, path)
         self.receivers, self.sender = self.conns[:-1], self.conns[-1]
         for conn in self.conns:
-            conn.poll(60) or self.close(RuntimeError("generator did not connect in 60 s"))
-            reply = conn.recv()
-            assert reply[0] == "ready", reply
+            conn.poll(60) or self.close(TargetFailed("the clients did not connect in 60 s"))
+            reply = self._recv(conn)
+            if reply[0] == "failed":
+                self.close(TargetFailed(f"a websocket handshake failed: {reply[1]}"))
         self.clients = clients
         self.pids = [p.pid for p in self.procs]
         self.step_id = 0
@@ -245,6 +264,13 @@ class Generator:
         self.conns.append(parent)
         self.procs.append(proc)
 
+    def _recv(self, conn):
+        """The next reply of a generator process; TargetFailed when the process ended instead."""
+        try:
+            return conn.recv()
+        except EOFError:
+            self.close(TargetFailed("a generator process ended (see its traceback above)"))
+
     def step(self, rate, duration, drain=2.0):
         """Send round(rate*duration) messages at `rate`/s; return what the receivers saw."""
         self.step_id += 1
@@ -253,12 +279,12 @@ class Generator:
         for conn in self.receivers:
             conn.send(("step", self.step_id, count, deadline))
         for conn in self.receivers:
-            assert conn.recv() == ("armed",)
+            assert self._recv(conn) == ("armed",)
         self.sender.send(("send", self.step_id, rate, count))
-        _, sent, send_seconds, sender_cpu = self.sender.recv()
+        _, sent, send_seconds, sender_cpu = self._recv(self.sender)
         received, late, hist, cpus = 0, 0, {}, []
         for conn in self.receivers:
-            _, got, old, part, cpu = conn.recv()
+            _, got, old, part, cpu = self._recv(conn)
             received, late, cpus = received + got, late + old, cpus + [cpu]
             for bucket, n in part.items():
                 hist[bucket] = hist.get(bucket, 0) + n
@@ -279,7 +305,7 @@ class Generator:
         """Let a backlog of an overloaded step drain before the next step."""
         for conn in self.receivers:
             conn.send(("quiet", limit))
-        return sum(conn.recv()[1] for conn in self.receivers)
+        return sum(self._recv(conn)[1] for conn in self.receivers)
 
     def close(self, error=None):
         for conn in self.conns:

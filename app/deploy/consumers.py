@@ -1,11 +1,14 @@
 """The websocket consumer behind ``ws/deploy/<service>/``."""
 
+import asyncio
 import json
 import logging
+import weakref
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from deploy import history
 from deploy.protocol import (
@@ -28,6 +31,36 @@ DRAINING = 4012
 UNREADABLE_GAP = 1011
 
 
+class SharedHeads:
+    """The newest entry of each service's stream, read at most once per ``max_age`` seconds in this
+    process and shared by all its consumers of the service (one read, not one per client)."""
+
+    def __init__(self):
+        self.reads = {}  # (history, service) -> (loop time, task)
+
+    def get(self, history, service, max_age):
+        loop = asyncio.get_running_loop()
+        now, key = loop.time(), (history, service)
+        read = self.reads.get(key)
+        if read is None or now - read[0] >= max_age or (read[1].done() and read[1].exception()):
+            if len(self.reads) > 10000:  # services nobody asked about lately
+                self.reads = {k: v for k, v in self.reads.items() if now - v[0] < max_age}
+            read = self.reads[key] = (now, loop.create_task(history.head(service)))
+        return asyncio.shield(read[1])
+
+
+_heads = weakref.WeakKeyDictionary()  # event loop -> SharedHeads
+
+
+def shared_head(history, service, max_age):
+    """``(epoch, newest id)`` of the service's stream, at most ``max_age`` seconds old."""
+    loop = asyncio.get_running_loop()
+    heads = _heads.get(loop)
+    if heads is None:
+        heads = _heads[loop] = SharedHeads()
+    return heads.get(history, service, max_age)
+
+
 class DeployConsumer(AsyncWebsocketConsumer):
     """Streams a service's messages to one client and broadcasts what that client sends.
 
@@ -45,7 +78,9 @@ class DeployConsumer(AsyncWebsocketConsumer):
     what the client missed before the live messages. A live event whose ``prev`` (the id of the
     stream's entry before it) is after the newest entry sent means live events were lost (the
     pub/sub layer drops what is published around a Redis failover): the missing entries are read
-    from the stream and sent first.
+    from the stream and sent first. The last messages before a quiet spell have no later event to
+    show their loss: after ``DEPLOY_HISTORY_CHECK_MS`` without a message the consumer asks the
+    stream for its newest entry and sends what it lacks (``check_history``).
     """
 
     service = None
@@ -58,6 +93,11 @@ class DeployConsumer(AsyncWebsocketConsumer):
     replayed_to = None
     #: Set when the connection is being closed: later events are not sent.
     closing = False
+    #: Held while a message is checked against ``replayed_to`` and sent (live, or by the check).
+    ordering = None
+    #: The task of ``check_history``; loop time of the last message frame sent.
+    checker = None
+    sent_at = 0.0
 
     async def dispatch(self, message):
         """Call the handler of ``message`` without closing old database connections first.
@@ -91,7 +131,11 @@ class DeployConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.node_group, self.channel_name)
         await self.accept()
         if head is not None:
+            self.ordering = asyncio.Lock()
             await self.start(*head)
+            interval = settings.DEPLOY_HISTORY_CHECK_MS / 1000
+            if interval > 0:
+                self.checker = asyncio.get_running_loop().create_task(self.check_history(interval))
 
     async def start(self, epoch, last):
         """Say hello, then send what the client missed: since its position, or since joining."""
@@ -135,6 +179,9 @@ class DeployConsumer(AsyncWebsocketConsumer):
         return after, epoch
 
     async def disconnect(self, code):
+        self.closing = True
+        if self.checker is not None:
+            self.checker.cancel()
         for group in (self.group, self.node_group):
             if group is not None:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -160,6 +207,13 @@ class DeployConsumer(AsyncWebsocketConsumer):
     async def deploy_message(self, event):
         if self.closing:
             return
+        if self.ordering is None:
+            await self.deliver_event(event)
+            return
+        async with self.ordering:
+            await self.deliver_event(event)
+
+    async def deliver_event(self, event):
         entry_id = event.get("id") if self.history is not None else None
         prev = event.get("prev") if entry_id is not None else None
         if entry_id is not None and self.replayed_to is not None:
@@ -209,6 +263,39 @@ class DeployConsumer(AsyncWebsocketConsumer):
             await self.deliver_entry(entry, epoch)
         return True
 
+    async def check_history(self, interval):
+        """After ``interval`` seconds without a message sent or a check, send the stream's entries
+        after the newest one sent: entries whose live events the channel layer lost (a Redis master
+        cut off, then replaced) with no later event whose ``prev`` would have shown the loss. Such
+        an entry reaches the client within two intervals (the newest id is shared, see
+        ``shared_head``)."""
+        loop = asyncio.get_running_loop()
+        checked_at = loop.time()
+        while not self.closing:
+            await asyncio.sleep(max(interval - (loop.time() - max(self.sent_at, checked_at)), 0.01))
+            if self.closing or loop.time() - max(self.sent_at, checked_at) < interval:
+                continue
+            checked_at = loop.time()
+            try:
+                epoch, last = await shared_head(self.history, self.service, interval)
+            except Exception as exc:
+                logger.warning(
+                    "service %s: history check failed: %s: %s",
+                    self.service,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            async with self.ordering:
+                known_epoch, newest = self.replayed_to
+                position = history.parse_id(last)
+                if self.closing or position <= newest:
+                    continue
+                if not history.same_epoch(known_epoch, newest, epoch):
+                    continue  # a new stream: its live events are sent as they come
+                if not await self.fill_gap(epoch, newest, history.next_id(position)):
+                    return
+
     async def deploy_run(self, event):
         """The blog post's event, ``{"type": "deploy.run", "text": ...}``, shown as a push."""
         await self.deliver(str(event["text"]), "push", timestamp())
@@ -245,6 +332,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
         await self.send_frame(frame)
 
     async def send_frame(self, frame):
+        if frame["type"] == "message":
+            self.sent_at = asyncio.get_running_loop().time()
         await self.send(text_data=json.dumps(frame))
 
     @property

@@ -267,7 +267,11 @@ def layer_redis():
     host = hosts[0] if hosts else None
     if isinstance(host, dict):
         if "master_name" in host:
-            return {key: host[key] for key in SENTINEL_KEYS if key in host}
+            where = {key: host[key] for key in SENTINEL_KEYS if key in host}
+            # The layer's retry policy is an asyncio object; the history sets its own.
+            kwargs = where.get("sentinel_kwargs") or {}
+            where["sentinel_kwargs"] = {k: v for k, v in kwargs.items() if k != "retry"}
+            return where
         host = host.get("address")
     if not isinstance(host, str):
         raise ImproperlyConfigured("the deploy history needs a channel layer with a Redis URL")

@@ -46,6 +46,7 @@ from deploy.history import (
     parse_id,
     previous_id,
 )
+from devops import compat
 
 # KEYS: stream, epoch. ARGV: max length, a new epoch, then the entry's field/value pairs.
 # Returns {id, epoch, id of the entry before it or "0-0"}; the entry also gets a field "prev".
@@ -92,6 +93,20 @@ return {redis.call('GET', KEYS[2]), newest and newest[1] or false}
 """
 
 
+async def read_twice(script, *args):
+    """Run a read-only script, once more when its pooled connection turns out closed.
+
+    redis-py's pools made by ``from_url`` and ``master_for`` do not retry: after Redis restarted
+    or failed over, each connection the pool held failed one command (every websocket handshake
+    that got one failed with HTTP 500). A read is safe to repeat; a publish is not (it may have
+    been written before the connection broke), so publishes fail and the caller retries.
+    """
+    try:
+        return await script(*args)
+    except redis.ConnectionError:
+        return await script(*args)
+
+
 class _Client:
     """A redis-py client (sync or asyncio) with the scripts registered on it."""
 
@@ -118,12 +133,14 @@ def wait_ms():
 
 
 def client_options():
-    """Connection options of both clients: pool size, and a read timeout longer than a WAIT."""
+    """Connection options of both clients: pool size, and a read timeout longer than a WAIT but
+    short enough that a push to a master cut off fails in seconds (the next one reconnects through
+    the sentinels to the master that replaced it)."""
     return {
         "decode_responses": True,
         "max_connections": getattr(settings, "CHANNELS_REDIS_MAX_CONNECTIONS", 1000),
-        "socket_timeout": 5 + wait_ms() / 1000,
-        "socket_connect_timeout": 5,
+        "socket_timeout": 2 + wait_ms() / 1000,
+        "socket_connect_timeout": 2,
         "socket_keepalive": True,
     }
 
@@ -137,7 +154,7 @@ def make_client(where, asyncio_client):
     module = redis.asyncio.sentinel if asyncio_client else redis.sentinel
     sentinel = module.Sentinel(
         [tuple(address) for address in where["sentinels"]],
-        sentinel_kwargs=dict(where.get("sentinel_kwargs") or {}),
+        sentinel_kwargs=compat.sentinel_kwargs(where, asyncio_client),
     )
     return sentinel.master_for(
         where["master_name"], password=where.get("password"), db=where.get("db", 0), **options
@@ -236,13 +253,13 @@ class RedisHistory:
 
     async def head(self, service):
         """``(epoch, newest id)`` of the service's stream; ``("", "0-0")`` when there is none."""
-        epoch, newest = await self.async_client().head(self.keys(service))
+        epoch, newest = await read_twice(self.async_client().head, self.keys(service))
         return epoch or "", newest or format_id(START)
 
     async def read(self, service, after):
         """A ``Snapshot`` of the entries after ``after``, an ``(ms, n)`` pair."""
-        epoch, raw, trimmed, first = await self.async_client().read(
-            self.keys(service), [format_id(next_id(after))]
+        epoch, raw, trimmed, first = await read_twice(
+            self.async_client().read, self.keys(service), [format_id(next_id(after))]
         )
         # Entries are only ever trimmed from the front: all of them are before the first one.
         # (Without the count of entries added, Redis < 7, that may have been trimmed.)
@@ -252,8 +269,10 @@ class RedisHistory:
     async def between(self, service, after, before):
         """``(epoch, entries)``: the entries after ``after`` and before ``before`` (pairs)."""
         # XRANGE of an empty range (start after end) returns no entry.
-        epoch, raw = await self.async_client().between(
-            self.keys(service), [format_id(next_id(after)), format_id(previous_id(before))]
+        epoch, raw = await read_twice(
+            self.async_client().between,
+            self.keys(service),
+            [format_id(next_id(after)), format_id(previous_id(before))],
         )
         return epoch or "", [entry(*item) for item in raw]
 

@@ -30,6 +30,7 @@ __all__ = [
     "has_redis_pubsub_layer",
     "has_redis_sentinel",
     "re_path",
+    "sentinel_kwargs",
 ]
 
 
@@ -63,7 +64,13 @@ def channel_layer_hosts(redis, options=None):
                 "REDIS_SENTINELS needs channels-redis >= 4 with redis-py (the modern profile);"
                 f" this is channels-redis {channels_redis.__version__}: use REDIS_URL/REDIS_HOST"
             )
-        return [{**redis, **(options or {})}]
+        return [
+            {
+                **redis,
+                **(options or {}),
+                "sentinel_kwargs": sentinel_kwargs(redis, asyncio_client=True),
+            }
+        ]
     if major >= 4 and options:
         return [{"address": redis, **options}]
     if major >= 3:
@@ -78,6 +85,20 @@ def channel_layer_hosts(redis, options=None):
     if parts.scheme == "rediss":
         host["ssl"] = True
     return [host]
+
+
+def sentinel_kwargs(host, asyncio_client):
+    """The options of the connections to the sentinels of a sentinel host dict, for redis-py's
+    ``Sentinel``: the host's (password, timeouts) and no retries. redis-py retries a command that
+    timed out three times with backoff; one sentinel cut off would then hold up every lookup of the
+    master for many seconds, where the next sentinel in the list answers at once."""
+    from redis.backoff import NoBackoff
+
+    if asyncio_client:
+        from redis.asyncio.retry import Retry
+    else:
+        from redis.retry import Retry
+    return {**(host.get("sentinel_kwargs") or {}), "retry": Retry(NoBackoff(), 0)}
 
 
 def has_redis_sentinel():

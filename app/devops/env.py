@@ -129,6 +129,12 @@ def parse_sentinel(item):
     return host, int(port)
 
 
+#: Seconds a sentinel may take to accept a connection or answer: redis-py asks the sentinels in
+#: turn, and without a timeout one that is cut off (a partitioned host) would hang every lookup of
+#: the master instead of letting the next sentinel answer.
+SENTINEL_TIMEOUT = 1.0
+
+
 def sentinel_host(sentinels, master_name, sentinel_password, password, db):
     """channels-redis' sentinel host dict (also what ``deploy.history_redis`` connects with)."""
     if not master_name:
@@ -136,7 +142,11 @@ def sentinel_host(sentinels, master_name, sentinel_password, password, db):
     return {
         "sentinels": list(sentinels),
         "master_name": master_name,
-        "sentinel_kwargs": {"password": sentinel_password or None},
+        "sentinel_kwargs": {
+            "password": sentinel_password or None,
+            "socket_timeout": SENTINEL_TIMEOUT,
+            "socket_connect_timeout": SENTINEL_TIMEOUT,
+        },
         "password": password or None,
         "db": db,
     }

@@ -112,6 +112,9 @@ DEPLOY_HISTORY_LENGTH = env.integer("DEPLOY_HISTORY_LENGTH", 1000)
 # many milliseconds the push waits for them.
 DEPLOY_HISTORY_REPLICAS = env.integer("DEPLOY_HISTORY_REPLICAS", 0)
 DEPLOY_HISTORY_WAIT_MS = env.integer("DEPLOY_HISTORY_WAIT_MS", 1000, minimum=1)
+# Milliseconds a websocket may go without a message before its consumer asks the stream for entries
+# the channel layer lost (deploy.consumers.DeployConsumer.check_history); 0 turns the check off.
+DEPLOY_HISTORY_CHECK_MS = env.integer("DEPLOY_HISTORY_CHECK_MS", 5000)
 # The node whose websockets `manage.py drain_websockets` closes; empty means the host name.
 DEPLOY_NODE = env.string("DEPLOY_NODE").strip()
 

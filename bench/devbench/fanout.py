@@ -10,7 +10,7 @@ from pathlib import Path
 
 import wsload
 
-from .common import HOST, LOGS, ROOT, STACK, log
+from .common import HOST, LOGS, ROOT, STACK, log, sh
 from .configs import CONFIGS
 from .target import container_ip, stack_pids
 
@@ -51,10 +51,18 @@ def measure(gen, rate, args, server_pids):
 
 
 def sweep(address, args, server_pids):
-    """Offered load up by `factor` until a step fails, then two bisections between the last pass and it."""
-    gen = wsload.Generator(address, args.clients, workers=args.workers, host=HOST)
+    """Offered load up by `factor` until a step fails, then two bisections between the last pass and it.
+
+    A target that refuses or drops the clients fails the configuration: the result says why (`failed`) and keeps
+    the steps measured before, and the run goes on with the next configuration."""
+    rows, good, bad = [], None, None
     try:
-        rows, good, bad = [], None, None
+        gen = wsload.Generator(address, args.clients, workers=args.workers, host=HOST)
+    except wsload.TargetFailed as exc:
+        log(f"  failed: {exc}")
+        return {"capacity_per_s": 0, "server_us_per_delivery": None, "steps": [], "failed": str(exc)}
+    failed = None
+    try:
         rate = args.start / args.clients
         while bad is None and len(rows) < args.max_steps:
             row = measure(gen, rate, args, server_pids)
@@ -73,10 +81,14 @@ def sweep(address, args, server_pids):
             row = measure(gen, rate, args, server_pids)
             rows.append(row)
             good, bad = (rate, bad) if row["ok"] else (good, rate)
+    except wsload.TargetFailed as exc:
+        failed = str(exc)
+        log(f"  failed: {exc}")
     finally:
         gen.close()
     steps = sorted(rows, key=lambda r: r["rate"])
-    return {"capacity_per_s": good * args.clients if good else 0, "server_us_per_delivery": cost(steps), "steps": steps}
+    result = {"capacity_per_s": good * args.clients if good else 0, "server_us_per_delivery": cost(steps)}
+    return {**result, "steps": steps, **({"failed": failed} if failed else {})}
 
 
 def cost(steps):
@@ -102,4 +114,14 @@ def stack(args, config):
     log(f"fanout: {config} {CONFIGS[config]}")
     result = sweep((container_ip(STACK), 80), args, stack_pids())
     result["vars"] = CONFIGS[config]
+    if "failed" in result:  # what the ASGI servers logged about it
+        result["server_errors"] = server_errors()
+        log("  " + "\n  ".join(result["server_errors"]))
     return result
+
+
+def server_errors(limit=5):
+    """The last distinct exception lines of bench-stack's ASGI logs (`Error:` / `Exception` lines)."""
+    command = "grep -hE '^[A-Za-z_.]+(Error|Exception)\\b' /var/log/devops/*-[0-9].log | tail -n 200"
+    lines = sh("docker", "exec", STACK, "sh", "-c", command, check=False).stdout.splitlines()
+    return list(dict.fromkeys(line.strip() for line in reversed(lines)))[:limit]

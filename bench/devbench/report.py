@@ -40,12 +40,18 @@ def fanout(fan):
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     bare_cost = cost(fan["configs"]["bare"]["steps"]) if "bare" in fan["configs"] else None
+    failures = []
     for name, cfg in fan["configs"].items():
         cfg_cost = cost(cfg["steps"])
+        label = f"{name} (**failed**)" if "failed" in cfg else name
         lines.append(
-            f"| {name} | {cfg['capacity_per_s']:.0f} | {ratio(cfg['capacity_per_s'], bare)} | "
+            f"| {label} | {cfg['capacity_per_s']:.0f} | {ratio(cfg['capacity_per_s'], bare)} | "
             f"{cfg_cost or 0:.1f} | {ratio(bare_cost, cfg_cost)} | `{json.dumps(cfg.get('vars', {}))}` |"
         )
+        if "failed" in cfg:
+            errors = "; ".join(f"`{line}`" for line in cfg.get("server_errors", [])) or "none logged"
+            failures.append(f"- **{name} failed**: {cfg['failed']}. The ASGI servers logged: {errors}.")
+    lines += ["", *failures] if failures else []
     lines += [
         "",
         "![latency against offered load](fanout.png)",

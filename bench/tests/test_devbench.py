@@ -6,8 +6,11 @@ notifies a handler, a loop where one item changes, a skipped task, an ok task, a
 whose second task fails.
 """
 
+import argparse
 import json
+import socketserver
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -413,3 +416,40 @@ def test_command_line_cluster_only_when_named(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["run.py", "cluster", "--clients", "100"])
     args = run.arguments()
     assert (args.names, args.clients) == (["cluster"], 100)
+
+
+class Refusing(socketserver.StreamRequestHandler):
+    """Answers every websocket handshake as the stack did with an exhausted Redis pool."""
+
+    def handle(self):
+        while self.rfile.readline() not in (b"\r\n", b""):
+            pass
+        self.wfile.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+def test_a_configuration_whose_handshakes_fail_is_reported_not_raised(monkeypatch):
+    """`bench fanout` on a target that answers 500 records the failure and goes on (it died with a traceback)."""
+    from devbench import fanout
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Refusing) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        args = argparse.Namespace(clients=4, workers=1, start=100, factor=2, max_steps=2, step_seconds=0.2)
+        result = fanout.sweep(server.server_address, args, {})
+        server.shutdown()
+    assert result["capacity_per_s"] == 0 and result["steps"] == []
+    assert result["failed"].startswith("a websocket handshake failed: ConnectionError: HTTP/1.1 500")
+    text = report.fanout(
+        {
+            "clients": 4,
+            "workers": 1,
+            "p99_limit_ms": 250,
+            "configs": {
+                "baseline": {**result, "server_errors": ["redis.exceptions.MaxConnectionsError: Too many connections"]}
+            },
+        }
+    )
+    assert "| baseline (**failed**) | 0 |" in "\n".join(text)
+    assert (
+        "- **baseline failed**: a websocket handshake failed: ConnectionError: HTTP/1.1 500 Internal Server Error. "
+        "The ASGI servers logged: `redis.exceptions.MaxConnectionsError: Too many connections`." in text
+    )

@@ -325,3 +325,55 @@ async def test_unreadable_gap_closes_the_connection(connect, monkeypatch):
     await publish_live("tasks", "lost", group_send=False)
     await publish_live("tasks", "three")
     assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1011}
+
+
+# The last messages before a quiet spell: no later event shows their loss (DEPLOY_HISTORY_CHECK_MS).
+
+
+async def test_a_lost_last_event_reaches_a_quiet_client_from_the_history_check(connect, settings):
+    settings.DEPLOY_HISTORY_CHECK_MS = 200
+    client = await connect("tasks")
+    first = await publish_live("tasks", "one")
+    lost = await publish_live("tasks", "lost", group_send=False)
+    frames = [await receive(client), await receive(client)]
+    assert [(f["message"], f["id"], f["seq"]) for f in frames] == [
+        ("one", first.id, 1),
+        ("lost", lost.id, 2),
+    ]
+    assert frames[1]["prev"] == first.id and "replay" not in frames[1]
+    # Its late event is a duplicate; the next one follows it.
+    late = {"type": "deploy.message", "message": "lost", "source": "push", "ts": "t"}
+    await get_channel_layer().group_send("deploy.tasks", {**late, **lost._asdict()})
+    await push("tasks", "next")
+    frame = await receive(client)
+    assert (frame["message"], frame["seq"], frame["prev"]) == ("next", 3, lost.id)
+
+
+async def test_without_the_history_check_a_lost_last_event_never_arrives(connect, settings):
+    """The case the check closes: nothing after the lost entry, so no ``prev`` shows the gap."""
+    settings.DEPLOY_HISTORY_CHECK_MS = 0
+    client = await connect("tasks")
+    await publish_live("tasks", "one")
+    await publish_live("tasks", "lost", group_send=False)
+    assert (await receive(client))["message"] == "one"
+    assert await client.receive_nothing(timeout=1)
+
+
+async def test_quiet_clients_of_a_service_share_one_read_of_the_stream_per_interval(
+    connect, settings, monkeypatch
+):
+    settings.DEPLOY_HISTORY_CHECK_MS = 300
+    clients = [await connect("tasks") for _ in range(20)]
+    reads = []
+    head = history.MemoryHistory.head
+
+    async def counted(self, service):
+        reads.append(service)
+        return await head(self, service)
+
+    monkeypatch.setattr(history.MemoryHistory, "head", counted)
+    await publish_live("tasks", "lost", group_send=False)
+    for client in clients:
+        assert (await receive(client))["message"] == "lost"
+    # 20 clients, a few intervals: one read per interval, not one per client.
+    assert 1 <= len(reads) <= 4, reads

@@ -9,6 +9,7 @@ import asyncio
 import io
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -320,3 +321,27 @@ async def test_websocket_misses_nothing_across_a_failover(topology, settings, co
     assert [f["seq"] for f in frames] == [1, 2, 3, 4, 5]
     history.get_history().close()
     await history.get_history().aclose()
+
+
+@pytest.mark.parametrize("timeouts", [True, False], ids=["sentinel timeouts", "without them"])
+async def test_a_silent_sentinel_does_not_hang_the_lookup_of_the_master(stable, timeouts):
+    """A sentinel cut off (its host paused: connections open, no answer) is first in the list: the
+    lookup moves on to the next sentinel after ``SENTINEL_TIMEOUT``; without a timeout it hangs."""
+    from deploy.history_redis import RedisHistory
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the kernel's backlog; nothing ever answers
+        host = stable.host()
+        host["sentinels"] = [silent.getsockname(), *host["sentinels"]]
+        if not timeouts:
+            host["sentinel_kwargs"] = {"password": SENTINEL_PASSWORD}
+        backend = RedisHistory(host, f"test-{uuid.uuid4().hex[:8]}")
+        publish = backend.publish("tasks", "through the second sentinel", "push", "ts")
+        if timeouts:
+            published = await asyncio.wait_for(publish, 5)
+            assert published.prev == "0-0"
+        else:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(publish, 5)
+        await backend.aclose()

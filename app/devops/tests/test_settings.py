@@ -165,6 +165,8 @@ def test_core_layer_reads_longer_than_it_blocks():
     assert pool.connection_kwargs["socket_timeout"] == host["socket_timeout"]
 
 
+# A sentinel cut off must not hang the lookup of the master (test_sentinel.py: silent sentinel).
+SENTINEL_TIMEOUTS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
 SENTINEL_ENV = {"REDIS_SENTINELS": "s1:26379, [fd00::2]:26380,s3:26381", "REDIS_PASSWORD": "p@ss"}
 
 
@@ -174,14 +176,14 @@ def test_sentinels_parsed():
     assert env.redis() == {
         "sentinels": [("s1", 26379), ("fd00::2", 26380), ("s3", 26381)],
         "master_name": "devops",
-        "sentinel_kwargs": {"password": "spw"},
+        "sentinel_kwargs": {"password": "spw", **SENTINEL_TIMEOUTS},
         "password": "p@ss",
         "db": 2,
     }
     assert Env({"REDIS_SENTINELS": "s1:1", "REDIS_SENTINEL_MASTER": "m"}).redis() == {
         "sentinels": [("s1", 1)],
         "master_name": "m",
-        "sentinel_kwargs": {"password": None},
+        "sentinel_kwargs": {"password": None, **SENTINEL_TIMEOUTS},
         "password": None,
         "db": 0,
     }
@@ -212,8 +214,11 @@ def test_sentinel_layers(kind):
     [host] = channel_layers(kind, sentinel, 600, 50, max_connections=300)["default"]["CONFIG"][
         "hosts"
     ]
+    retry = host["sentinel_kwargs"].pop("retry")
     for key, value in sentinel.items():
         assert host[key] == value
+    # No retries on a sentinel's connection: the next sentinel is the retry.
+    assert retry.get_retries() == 0 and retry.__module__ == "redis.asyncio.retry"
     if kind == "redis":
         assert host["max_connections"] == 300
         assert host["socket_timeout"] == CORE_LAYER_POOL_OPTIONS["socket_timeout"]
@@ -320,6 +325,7 @@ def test_production_defaults(monkeypatch, tmp_path):
     assert settings["DEPLOY_NODE"] == ""
     assert settings["DEPLOY_HISTORY_REPLICAS"] == 0
     assert settings["DEPLOY_HISTORY_WAIT_MS"] == 1000
+    assert settings["DEPLOY_HISTORY_CHECK_MS"] == 5000
     assert settings["CHANNELS_REDIS_MAX_CONNECTIONS"] == 1000
     assert settings["LOGGING"]["root"]["level"] == "INFO"
     layer = settings["CHANNEL_LAYERS"]["default"]

@@ -46,6 +46,12 @@ def redis(groups):
 
 
 @pytest.fixture(scope="session")
+def redis_hosts(groups):
+    """{inventory name: testinfra host} of the Redis hosts (the first is the initial master)."""
+    return {name: connect(name) for name in groups["redis"]}
+
+
+@pytest.fixture(scope="session")
 def settings(lb):
     """The balancer's values, templated by Ansible with the lb host's inventory and group_vars."""
     names = [

@@ -104,23 +104,29 @@ def test_nginx_logs_the_clients_address_not_the_balancers(lb, apps, redis, lb_ad
     assert logged[0].split()[0] == client != lb_address, (logged, client, lb_address)
 
 
-def test_redis_serves_the_app_hosts_with_its_password(redis, apps, groups):
-    listeners = {
-        line.split()[3].rsplit(":", 1)[0] for line in redis.check_output("ss -Hltn 'sport = :6379'").splitlines()
-    }
-    private = redis.check_output("hostname -I").split()[0]
-    assert listeners == {"127.0.0.1", "[::1]", private} or listeners == {"127.0.0.1", private}, listeners
-    redis_name = groups["redis"][0]
+PING = (
+    "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5); s.sendall(b'PING\\r\\n'); "
+    "print(s.recv(100).decode())"
+)
+
+
+def test_redis_and_its_sentinels_serve_the_app_hosts_with_passwords_only(redis_hosts, apps):
+    for name, host in redis_hosts.items():
+        for port in ("6379", "26379"):
+            listeners = {
+                line.split()[3].rsplit(":", 1)[0]
+                for line in host.check_output("ss -Hltn 'sport = :%s'", port).splitlines()
+            }
+            private = host.check_output("hostname -I").split()[0]
+            assert listeners - {"[::1]"} == {"127.0.0.1", private}, (name, port, listeners)
     for host in apps.values():
         env = host.file("/etc/devops/devops.env").content_string
-        assert f"REDIS_HOST={redis_name}" in env
-        answer = host.check_output(
-            "python3 -c %s %s",
-            "import socket, sys; s = socket.create_connection((sys.argv[1], 6379), 5); s.sendall(b'PING\\r\\n'); "
-            "print(s.recv(100).decode())",
-            redis_name,
-        )
-        assert "NOAUTH" in answer
+        assert "REDIS_HOST=" not in env and "REDIS_URL=" not in env
+        sentinels = next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("REDIS_SENTINELS="))
+        assert sorted(item.rsplit(":", 1)[0] for item in sentinels.strip("'\"").split(",")) == sorted(redis_hosts)
+        for name in redis_hosts:
+            for port in ("6379", "26379"):
+                assert "NOAUTH" in host.check_output("python3 -c %s %s %s", PING, name, port), (name, port)
 
 
 # --- an app host fails and comes back ------------------------------------------------------------------------

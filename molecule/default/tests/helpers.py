@@ -20,6 +20,7 @@ LAYOUT_VARIABLES = {
     "program": "asgi_program_prefix ~ asgi_server | default('daphne')",
     "uwsgi_program": "uwsgi_program_name",
     "profile": "app_profile | default('modern')",
+    "layer": "app_channel_layer | default('redis-pubsub')",
 }
 
 

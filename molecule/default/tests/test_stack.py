@@ -247,6 +247,34 @@ cat {service}.*.out
     assert sorted(received) == sorted(f"round-{r}" for r in range(1, 21) for _ in "abc")
 
 
+IDLE_CLIENTS, IDLE_SECONDS = 20, 30
+
+
+def test_clients_idle_for_30_seconds_on_the_core_layer_still_receive_a_push(host, layout, service):
+    """On the core layer every idle consumer sits in a 5 s blocking read: with redis-py's default socket timeout of
+    5 s the reads raced the timeout and idle clients stopped receiving (django/channels_redis #422: 4 of 20 after
+    25 s). The app gives the layer's connections a longer timeout; the app tests show the failing settings."""
+    if layout["layer"] != "redis":
+        pytest.skip("the pub/sub layer has no per-consumer blocking read")
+    url = WS.format(service=service)
+    manage = f"{layout['project']}-manage"
+    script = f"""
+set -e
+cd /tmp
+for c in $(seq {IDLE_CLIENTS}); do
+  /usr/local/bin/wsprobe listen {url} --count 1 --timeout {IDLE_SECONDS + 30} --ready-file {service}.$c.ready \
+    > {service}.$c.out &
+done
+for i in $(seq 200); do [ $(ls {service}.*.ready 2>/dev/null | wc -l) -eq {IDLE_CLIENTS} ] && break; sleep 0.1; done
+sleep {IDLE_SECONDS}
+{manage} push {service} after-idle
+wait
+cat {service}.*.out
+"""
+    received = [f["message"] for f in frames(host.check_output("bash -c %s", script))]
+    assert received == ["after-idle"] * IDLE_CLIENTS, f"{len(received)} of {IDLE_CLIENTS} idle clients got the push"
+
+
 def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, layout, service):
     """With Redis down, group_add raises in connect(): the client must be turned away at once, and the
     error logged (the CancelledError defect of the legacy pins left it hanging with nothing logged)."""
