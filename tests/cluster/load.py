@@ -298,9 +298,11 @@ class HttpLoad:
                 self.ok += 1
                 return
             self.failures_by_kind[kind] += 1
-            self.last_failure_time = round(sent, 3)
-            if len(self.first_failures) < SAMPLE:
-                self.first_failures.append({"t": round(sent, 3), "kind": kind, "detail": detail})
+            sent = round(sent, 3)
+            self.last_failure_time = max(sent, self.last_failure_time or 0.0)
+            # Requests end out of order across the loops: keep the SAMPLE earliest by the time they were sent.
+            bisect.insort(self.first_failures, {"t": sent, "kind": kind, "detail": detail}, key=lambda f: f["t"])
+            del self.first_failures[SAMPLE:]
 
     def report(self) -> dict:
         """The report's "http" section."""

@@ -312,6 +312,16 @@ def test_http_502s_are_counted_and_the_stop_file_ends_the_load(tmp_path):
     assert_all_complete(report)
 
 
+def test_failures_are_listed_by_the_time_they_were_sent_not_the_time_they_ended():
+    load = tool.HttpLoad(tool.Target("http://127.0.0.1:1", None), "/", concurrency=2, timeout=1, start=0)
+    for sent in (0.2, 0.1, *(1 + n / 100 for n in range(tool.SAMPLE)), 0.15):  # slow requests end after later ones
+        load.record(sent, "status_502", "")
+    report = load.report()
+    assert report["first_failure_times"][:3] == [0.1, 0.15, 0.2]
+    assert len(report["first_failure_times"]) == tool.SAMPLE
+    assert report["last_failure_time"] == 1 + (tool.SAMPLE - 1) / 100
+
+
 def test_duplicates_from_replay_are_dropped(tmp_path):
     with FakeApp(drain_at={10, 40}, replay_overlap=5) as app:
         report = run_tool(app, tmp_path)
