@@ -25,6 +25,8 @@ PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirn
         ("asgi_processes=0", "asgi_processes"),
         ("asgi_server=gunicorn", "asgi_server"),
         ("nginx_listen_port=0", "nginx_listen_port"),
+        ("app_secret_key=" + "k" * 49, "app_secret_key needs >= 50"),
+        ("app_push_token=" + "t" * 31, "app_push_token"),
     ],
 )
 def test_invalid_value_fails_before_any_change(extra_vars, message):

@@ -47,11 +47,16 @@ def test_app_user_cannot_log_in(host, layout):
     assert user.shell in ("/usr/sbin/nologin", "/sbin/nologin")
 
 
-def test_env_file_is_readable_by_the_app_user_only(host, layout):
+def test_env_file_is_readable_by_the_app_and_writable_by_root_only(host, layout):
     env = host.file(layout["env_file"])
-    assert env.user == layout["user"] and env.group == layout["user"]
+    assert env.user == "root" and env.group == layout["user"]
     assert env.mode == 0o640
     assert "DJANGO_SECRET_KEY=" in env.content_string
+    # The app reads its settings and cannot rewrite them (a compromised app process cannot turn DEBUG on).
+    user, path = layout["user"], layout["env_file"]
+    assert host.run("runuser -u %s -- head -c0 %s", user, path).rc == 0
+    refused = host.run("runuser -u %s -- sh -c %s", user, f": >> {path}")
+    assert refused.rc != 0 and "Permission denied" in refused.stderr
 
 
 def test_socket_dir_is_shared_with_nginx_only(host, layout):
