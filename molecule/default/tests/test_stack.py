@@ -176,6 +176,15 @@ def test_the_asgi_server_refuses_a_message_over_the_apps_maximum_and_serves_the_
     assert frames(roundtrip)[0]["service"] == service
 
 
+@pytest.mark.parametrize("origin", ["http://localhost:9999", "https://localhost", "http://evil.example"])
+def test_a_page_of_another_origin_cannot_open_a_websocket_and_the_sites_own_can(host, service, origin):
+    # Through nginx, which passes the Host with its port on: another port, scheme or host is another site's page.
+    url = WS.format(service=service)
+    refused = host.run("/usr/local/bin/wsprobe roundtrip %s --origin %s", url, origin)
+    assert refused.rc == 3 and "403" in frames(refused.stdout)[0]["reason"], refused.stdout
+    assert frames(host.check_output("/usr/local/bin/wsprobe roundtrip %s", url))[0]["service"] == service
+
+
 def test_a_client_cannot_choose_the_address_the_asgi_server_logs(host, layout, service):
     # nginx passes on its peer's address ($remote_addr), not what the client put into X-Forwarded-For.
     path = f"/ws/deploy/{service}-forwarded/"
