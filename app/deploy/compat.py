@@ -6,27 +6,23 @@ The app supports two dependency profiles from one code base:
 * legacy: Django 1.11, channels 2.1, channels-redis 2.3 (aioredis 1), asgiref 2, Python 3.9.
 
 Everything else is written against what both profiles share and takes the differences from
-here (ASGI application, websocket origin check, channel layer calls, management commands) or,
-for what settings and routes need, from ``devops.compat``, which imports no channels. Dropping
+here (ASGI application, channel layer calls, management commands) or, for what settings and
+routes need, from ``devops.compat``, which imports no channels. Dropping
 the legacy profile means deleting the fallback branches of both modules and nothing more.
 """
 
 import importlib.util
-from urllib.parse import urlparse
 
 import channels
 import django
 from asgiref.sync import async_to_sync
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
-from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 from django.core.management.base import BaseCommand as _BaseCommand
 from django.core.management.base import CommandError as _CommandError
-from django.utils.http import is_same_domain
 
 __all__ = [
     "BaseCommand",
     "CommandError",
-    "allowed_hosts_origin_validator",
     "as_asgi",
     "call_layer_sync",
     "django_http_application",
@@ -42,38 +38,6 @@ def as_asgi(consumer_class):
     if hasattr(consumer_class, "as_asgi"):
         return consumer_class.as_asgi()
     return consumer_class
-
-
-def allowed_hosts_origin_validator(application):
-    """Wrap ``application`` in channels' check of the Origin header against ``ALLOWED_HOSTS``.
-
-    channels < 2.2 parses the allowed patterns with ``urlparse(pattern, scheme=None)``, which
-    Pythons carrying the CVE-2023-24329 fix (3.9.17+ and distribution backports) reject, so every
-    handshake would fail; there the patterns are matched the way later channels match them.
-    """
-    validator = AllowedHostsOriginValidator(application)
-    try:
-        validator.match_allowed_origin(urlparse("http://localhost"), "localhost")
-    except AttributeError:
-        return _OriginValidator(application, validator.allowed_origins)
-    return validator
-
-
-class _OriginValidator(OriginValidator):
-    """``OriginValidator.match_allowed_origin`` as in channels >= 2.2."""
-
-    def match_allowed_origin(self, parsed_origin, pattern):
-        if parsed_origin is None or parsed_origin.hostname is None:
-            return False
-        parsed_pattern = urlparse(pattern.lower())
-        if not parsed_pattern.scheme:
-            pattern_hostname = urlparse("//" + pattern).hostname or pattern
-            return is_same_domain(parsed_origin.hostname, pattern_hostname)
-        return (
-            parsed_pattern.scheme == parsed_origin.scheme
-            and self.get_origin_port(parsed_origin) == self.get_origin_port(parsed_pattern)
-            and is_same_domain(parsed_origin.hostname, parsed_pattern.hostname)
-        )
 
 
 def django_http_application():

@@ -10,7 +10,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from deploy import history
+from deploy import history, origin
 from deploy.protocol import (
     InvalidInput,
     current_node,
@@ -114,6 +114,15 @@ class DeployConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self):
+        if not origin.allowed(self.scope):
+            logger.warning(
+                "refused websocket from %s: origin %.200r is not the site's (%.200r)",
+                self.peer,
+                origin.header(self.scope, b"origin"),
+                origin.header(self.scope, b"host"),
+            )
+            await self.close()  # before accept: the handshake is refused (403)
+            return
         service = self.scope["url_route"]["kwargs"]["service"]
         try:
             validate_service(service)

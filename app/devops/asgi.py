@@ -1,14 +1,14 @@
 """ASGI entry point, served by daphne: ``daphne devops.asgi:application``.
 
-HTTP goes to Django's views; websockets pass the Origin check against ``ALLOWED_HOSTS``, get
-the session user attached and are routed by ``devops.routing``.
+HTTP goes to Django's views; websockets get the session user attached and are routed by
+``devops.routing`` (the consumer checks their Origin: ``deploy.origin``).
 """
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "devops.settings")
 
-from deploy.compat import allowed_hosts_origin_validator, django_http_application  # noqa: E402
+from deploy.compat import django_http_application  # noqa: E402
 
 # Set Django up before importing anything that touches models (the auth middleware does).
 http_application = django_http_application()
@@ -21,8 +21,6 @@ from devops.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": http_application,
-        "websocket": allowed_hosts_origin_validator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -29,6 +29,8 @@ ALLOWED_HOSTS = env.csv("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 if not ALLOWED_HOSTS and not DEBUG:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must name at least one host")
 CSRF_TRUSTED_ORIGINS = compat.csrf_trusted_origins(env.csv("DJANGO_CSRF_TRUSTED_ORIGINS"))
+# Websocket handshakes come from the site's own origin or one of these (deploy.origin).
+WEBSOCKET_TRUSTED_ORIGINS = env.csv("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "django.contrib.auth",

@@ -8,7 +8,8 @@ from devops.asgi import application
 
 #: Seconds any single receive may take before the test fails.
 TIMEOUT = 5
-ORIGIN = (b"origin", b"http://localhost")
+#: The headers of a page of the site opening a websocket: its origin, and the Host it connects to.
+SITE_HEADERS = ((b"origin", b"http://localhost"), (b"host", b"localhost"))
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +28,7 @@ async def connect():
     """
     opened = []
 
-    async def open_connection(service, headers=(ORIGIN,), query="", hello=True):
+    async def open_connection(service, headers=SITE_HEADERS, query="", hello=True):
         path = f"/ws/deploy/{service}/" + (f"?{query}" if query else "")
         communicator = WebsocketCommunicator(application, path, headers=list(headers))
         opened.append(communicator)

@@ -12,7 +12,7 @@ from channels.testing import WebsocketCommunicator
 
 from deploy.consumers import INVALID_SERVICE
 from deploy.push import send_channel_msg
-from deploy.tests.conftest import TIMEOUT
+from deploy.tests.conftest import SITE_HEADERS, TIMEOUT
 from devops.asgi import application
 
 
@@ -125,9 +125,8 @@ async def test_deeply_nested_frame_gets_error_and_the_connection_stays(connect):
 
 @pytest.mark.parametrize("service", ["has%20space", "x" * 65, "", "a/b", "t%C3%A2che"])
 async def test_invalid_service_is_accepted_then_closed_with_4400(service):
-    communicator = WebsocketCommunicator(
-        application, f"/ws/deploy/{service}/", headers=[(b"origin", b"http://localhost")]
-    )
+    path = f"/ws/deploy/{service}/"
+    communicator = WebsocketCommunicator(application, path, headers=list(SITE_HEADERS))
     assert await communicator.connect(timeout=TIMEOUT) == (True, None)
     assert await communicator.receive_output(timeout=TIMEOUT) == {
         "type": "websocket.close",
@@ -139,11 +138,44 @@ async def test_invalid_service_is_accepted_then_closed_with_4400(service):
     await communicator.disconnect()
 
 
-@pytest.mark.parametrize("headers", [[(b"origin", b"http://evil.example")], []])
+def handshake(origin=None, host="localhost", forwarded_proto=None):
+    """The headers of a websocket handshake."""
+    headers = [(b"host", host.encode())] if host else []
+    headers += [(b"origin", origin.encode())] if origin else []
+    return headers + ([(b"x-forwarded-proto", forwarded_proto.encode())] if forwarded_proto else [])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        handshake("http://evil.example"),
+        handshake(),
+        # Allowed host names, but another port or scheme than the site's: another server's page.
+        handshake("http://localhost:9999"),
+        handshake("https://localhost"),
+        handshake("http://localhost", host=None),  # no Host: nothing to compare with
+    ],
+)
 async def test_disallowed_or_missing_origin_is_rejected(headers):
     communicator = WebsocketCommunicator(application, "/ws/deploy/tasks/", headers=headers)
     connected, _ = await communicator.connect(timeout=TIMEOUT)
     assert not connected
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        handshake("http://localhost:8080", host="localhost:8080"),
+        handshake("https://localhost", forwarded_proto="https"),  # TLS ends at nginx
+        handshake("https://deploy.example.org"),  # trusted
+    ],
+)
+async def test_the_sites_own_or_a_trusted_origin_is_accepted(headers, settings):
+    settings.WEBSOCKET_TRUSTED_ORIGINS = ["https://deploy.example.org"]
+    communicator = WebsocketCommunicator(application, "/ws/deploy/tasks/", headers=headers)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected
     await communicator.disconnect()
 
 

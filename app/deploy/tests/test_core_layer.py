@@ -25,7 +25,7 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from deploy.tests.conftest import ORIGIN, TIMEOUT
+from deploy.tests.conftest import SITE_HEADERS, TIMEOUT
 from deploy.tests.helpers import free_port, modern_only
 from devops.asgi import application
 from devops.env import channel_layers
@@ -106,7 +106,8 @@ async def test_hundreds_of_idle_consumers_survive_and_receive(redis_url, setting
         host = {"address": redis_url, "max_connections": 1000}
         settings.CHANNEL_LAYERS = old_layers(host, prefix)
     path = "/ws/deploy/idle/"
-    clients = [WebsocketCommunicator(application, path, headers=[ORIGIN]) for _ in range(CLIENTS)]
+    headers = list(SITE_HEADERS)
+    clients = [WebsocketCommunicator(application, path, headers=headers) for _ in range(CLIENTS)]
     try:
         connected = await asyncio.gather(*(client.connect(timeout=TIMEOUT) for client in clients))
         assert all(accepted for accepted, _ in connected)

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.conf import settings
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed
 
@@ -156,6 +157,24 @@ def daphne(live_env, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def limited_daphne(live_env, tmp_path_factory):
+    """A daphne that refuses websocket messages over the app's maximum, as the asgi role runs it."""
+    limit_option = "--websocket-max-message-size"
+    help_text = subprocess.run(
+        [venv_script("daphne"), "--help"], capture_output=True, text=True
+    ).stdout
+    if limit_option not in help_text:
+        pytest.skip(f"this daphne has no {limit_option} (before 4.2.2: the legacy profile)")
+    port = free_port()
+    args = [venv_script("daphne"), "-b", "127.0.0.1", "-p", str(port)]
+    args += [limit_option, str(settings.DEPLOY_MAX_MESSAGE_BYTES), "devops.asgi:application"]
+    server = Server("limited-daphne", args, tmp_path_factory.mktemp("limited-daphne"), env=live_env)
+    server.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def uwsgi(live_env, tmp_path_factory):
     """Base URL of a running uwsgi (from pyuwsgi) serving ``devops.wsgi:application``."""
     port = free_port()
@@ -276,6 +295,31 @@ async def test_bad_frame_gets_error_and_others_keep_working(open_client, service
     await send(sender, "after the errors")
     # Had a bad frame reached the group, `other` would see it before this message.
     await assert_all_receive([sender, other], "after the errors", "client")
+
+
+async def test_a_message_over_the_maximum_is_refused_by_daphne_itself_when_limited(
+    daphne, limited_daphne, service
+):
+    too_big = json.dumps({"message": "x" * settings.DEPLOY_MAX_MESSAGE_BYTES})
+
+    async def answer(base):
+        async with websocket_connect(
+            f"ws://{base}/ws/deploy/{service}/", origin=f"http://{base}", open_timeout=TIMEOUT
+        ) as client:
+            if history.AVAILABLE:
+                await receive(client)  # hello
+            await client.send(too_big)
+            try:
+                return await receive(client)
+            except ConnectionClosed as closed:
+                return closed
+
+    # Without the limit daphne buffers the whole message and hands it to the app, which refuses it.
+    unlimited = await answer(daphne)
+    assert unlimited["type"] == "error", unlimited
+    # With it, daphne drops the connection once the message grows over the limit (no close frame).
+    closed = await answer(limited_daphne)
+    assert isinstance(closed, ConnectionClosed) and closed.rcvd is None, closed
 
 
 @pytest.mark.usefixtures("redis_layer")

@@ -32,7 +32,9 @@ def changed_release(tmp_path, label):
         "app_settings_overlay: false\n"
         "app_health_served: project\n"
         "app_requirements_file: requirements/{{ app_profile }}.txt\n"
-        # The bundled app's settings as the bundled source gets them, so the env file stays the same.
+        # The bundled app's settings (and the servers' message limit) as the bundled source gets them: the env file
+        # and the programs stay the same.
+        'asgi_websocket_max_message_bytes: "{{ app_max_message_bytes }}"\n'
         "app_extra_env: >-\n"
         "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token}\n"
         "     | combine({'DEPLOY_HISTORY_LENGTH': app_history_length,\n"

@@ -21,6 +21,7 @@ LAYOUT_VARIABLES = {
     "uwsgi_program": "uwsgi_program_name",
     "profile": "app_profile | default('modern')",
     "layer": "app_channel_layer | default('redis-pubsub')",
+    "max_message": "app_max_message_bytes | default(65536)",
 }
 
 

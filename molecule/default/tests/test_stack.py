@@ -160,6 +160,31 @@ def test_websocket_is_answered_by_the_asgi_server(host, layout, service):
     assert f"/ws/deploy/{service}/" in logs
 
 
+def test_the_asgi_server_refuses_a_message_over_the_apps_maximum_and_serves_the_others(host, layout, service):
+    if layout["profile"] == "legacy":
+        pytest.skip("daphne 2.2 (legacy profile) has no message size option: the app refuses the message itself")
+    url, limit = WS.format(service=service), int(layout["max_message"])
+    # The frame {"message": "x..."} is 14 bytes longer than its message.
+    fits = host.run("/usr/local/bin/wsprobe send %s %s --timeout 20", url, "x" * (limit - 14))
+    assert fits.rc == 0, fits.stdout
+    # One byte more: the server ends the connection without buffering the message or passing it to the app (which
+    # would answer an error frame, and wsprobe would wait for its echo until the timeout: exit 1).
+    over = host.run("/usr/local/bin/wsprobe send %s %s --timeout 20", url, "x" * (limit - 13))
+    assert over.rc == 3, over.stdout
+    assert "closed" in frames(over.stdout)[0]
+    roundtrip = host.check_output("/usr/local/bin/wsprobe roundtrip %s", url)
+    assert frames(roundtrip)[0]["service"] == service
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:9999", "https://localhost", "http://evil.example"])
+def test_a_page_of_another_origin_cannot_open_a_websocket_and_the_sites_own_can(host, service, origin):
+    # Through nginx, which passes the Host with its port on: another port, scheme or host is another site's page.
+    url = WS.format(service=service)
+    refused = host.run("/usr/local/bin/wsprobe roundtrip %s --origin %s", url, origin)
+    assert refused.rc == 3 and "403" in frames(refused.stdout)[0]["reason"], refused.stdout
+    assert frames(host.check_output("/usr/local/bin/wsprobe roundtrip %s", url))[0]["service"] == service
+
+
 def test_a_client_cannot_choose_the_address_the_asgi_server_logs(host, layout, service):
     # nginx passes on its peer's address ($remote_addr), not what the client put into X-Forwarded-For.
     path = f"/ws/deploy/{service}-forwarded/"
