@@ -29,6 +29,29 @@ INVALID_SERVICE = 4400
 DRAINING = 4012
 #: Close code when missed messages cannot be read from the history: reconnect and resume.
 UNREADABLE_GAP = 1011
+#: Close code of a client sending frames faster than ``DEPLOY_CLIENT_FRAMES_PER_SECOND``.
+TOO_MANY_FRAMES = 4429
+#: Close code (policy violation) after ``DEPLOY_CLIENT_BAD_FRAMES`` refused frames.
+TOO_MANY_BAD_FRAMES = 1008
+
+
+class FrameBudget:
+    """A token bucket: ``rate`` frames per second on average, ``burst`` at once."""
+
+    def __init__(self, rate, burst, clock=None):
+        self.rate, self.burst = rate, burst
+        self.clock = clock or asyncio.get_running_loop().time
+        self.tokens, self.updated = float(burst), self.clock()
+
+    def take(self):
+        """Spend one frame's token; False when there is none left."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class SharedHeads:
@@ -98,6 +121,9 @@ class DeployConsumer(AsyncWebsocketConsumer):
     #: The task of ``check_history``; loop time of the last message frame sent.
     checker = None
     sent_at = 0.0
+    #: The client's ``FrameBudget`` (None: no rate limit) and how many of its frames were refused.
+    budget = None
+    bad_frames = 0
 
     async def dispatch(self, message):
         """Call the handler of ``message`` without closing old database connections first.
@@ -132,6 +158,9 @@ class DeployConsumer(AsyncWebsocketConsumer):
             await self.close(code=INVALID_SERVICE)
             return
         self.service = service
+        if settings.DEPLOY_CLIENT_FRAMES_PER_SECOND > 0:
+            rate = settings.DEPLOY_CLIENT_FRAMES_PER_SECOND
+            self.budget = FrameBudget(rate, max(rate, settings.DEPLOY_CLIENT_FRAME_BURST))
         self.history = history.get_history(self.channel_layer)
         head = await self.history.head(service) if self.history is not None else None
         self.group = group_name(service)
@@ -187,6 +216,11 @@ class DeployConsumer(AsyncWebsocketConsumer):
         history.check_epoch(epoch)
         return after, epoch
 
+    async def close_for(self, code):
+        """Close the connection with ``code``; its later frames and events are dropped."""
+        self.closing = True
+        await self.close(code=code)
+
     async def disconnect(self, code):
         self.closing = True
         if self.checker is not None:
@@ -196,13 +230,27 @@ class DeployConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
-        if self.group is None:
-            return  # a frame that raced the 4400 close
+        if self.group is None or self.closing:
+            return  # a frame that raced the 4400 close, or came after a limit closed the connection
+        if self.budget is not None and not self.budget.take():
+            rate = settings.DEPLOY_CLIENT_FRAMES_PER_SECOND
+            logger.warning("service %s: closed %s: over %s frames/s", self.service, self.peer, rate)
+            await self.close_for(TOO_MANY_FRAMES)
+            return
         try:
             message = parse_client_frame(text_data)
         except InvalidInput as exc:
             logger.warning("service %s: refused frame from %s: %s", self.service, self.peer, exc)
             await self.send_frame({"type": "error", "error": str(exc)})
+            self.bad_frames += 1
+            if 0 < settings.DEPLOY_CLIENT_BAD_FRAMES <= self.bad_frames:
+                logger.warning(
+                    "service %s: closed %s after %s refused frames",
+                    self.service,
+                    self.peer,
+                    self.bad_frames,
+                )
+                await self.close_for(TOO_MANY_BAD_FRAMES)
             return
         ts, ids = timestamp(), {}
         if self.history is not None:

@@ -108,6 +108,11 @@ CHANNEL_LAYERS = channel_layers(
 # The deploy app.
 DEPLOY_PUSH_TOKEN = env.string("DEPLOY_PUSH_TOKEN").strip()
 DEPLOY_MAX_MESSAGE_BYTES = env.integer("DEPLOY_MAX_MESSAGE_BYTES", 65536, minimum=1)
+# Frames a websocket client may send per second on average (0: no limit), and at once; over them the
+# connection is closed with 4429. After this many refused frames it is closed with 1008 (0: never).
+DEPLOY_CLIENT_FRAMES_PER_SECOND = env.integer("DEPLOY_CLIENT_FRAMES_PER_SECOND", 20, minimum=0)
+DEPLOY_CLIENT_FRAME_BURST = env.integer("DEPLOY_CLIENT_FRAME_BURST", 40, minimum=1)
+DEPLOY_CLIENT_BAD_FRAMES = env.integer("DEPLOY_CLIENT_BAD_FRAMES", 10, minimum=0)
 # Entries kept per service for resuming websockets (deploy.history); 0 turns the history off.
 DEPLOY_HISTORY_LENGTH = env.integer("DEPLOY_HISTORY_LENGTH", 1000)
 # Replicas that must acknowledge each history entry before a push succeeds (Redis WAIT), and how

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from deploy.consumers import INVALID_SERVICE
+from deploy.consumers import INVALID_SERVICE, TOO_MANY_BAD_FRAMES, TOO_MANY_FRAMES, FrameBudget
 from deploy.push import send_channel_msg
 from deploy.tests.conftest import SITE_HEADERS, TIMEOUT
 from devops.asgi import application
@@ -209,3 +209,66 @@ async def test_a_delivery_does_not_close_database_connections_in_a_thread(connec
     consumer.deploy_run = handler
     await channels.consumer.AsyncConsumer.dispatch(consumer, {"type": "deploy.run"})
     assert calls == [1]
+
+
+# --- abuse limits -------------------------------------------------------------------------------
+
+
+async def next_close(communicator):
+    """The close code the server sends next, after any frames before it."""
+    while True:
+        output = await communicator.receive_output(timeout=TIMEOUT)
+        if output["type"] == "websocket.close":
+            return output.get("code")
+
+
+async def test_a_client_over_the_frame_rate_is_closed_with_4429_and_the_others_keep_it(
+    connect, settings
+):
+    settings.DEPLOY_CLIENT_FRAMES_PER_SECOND = 5
+    settings.DEPLOY_CLIENT_FRAME_BURST = 5
+    flooder, other = await connect("tasks"), await connect("tasks")
+    for n in range(6):  # at once: the burst, and one more
+        await flooder.send_json_to({"message": f"flood {n}"})
+    assert await next_close(flooder) == TOO_MANY_FRAMES
+    # The burst reached the service's clients; the frame over it reached nobody.
+    assert [(await receive(other))["message"] for _ in range(5)] == [f"flood {n}" for n in range(5)]
+    assert await other.receive_nothing(timeout=0.2)
+    await push("tasks", "still served")
+    assert (await receive(other))["message"] == "still served"
+
+
+async def test_without_the_frame_rate_limit_a_flood_is_broadcast(connect, settings):
+    settings.DEPLOY_CLIENT_FRAMES_PER_SECOND = 0  # the unprotected case: all of it reaches everyone
+    flooder, other = await connect("tasks"), await connect("tasks")
+    for n in range(60):
+        await flooder.send_json_to({"message": f"flood {n}"})
+    assert [(await receive(other))["message"] for _ in range(60)] == [
+        f"flood {n}" for n in range(60)
+    ]
+
+
+async def test_the_frame_budget_refills_at_its_rate():
+    now = [0.0]
+    budget = FrameBudget(rate=2, burst=3, clock=lambda: now[0])
+    assert [budget.take() for _ in range(4)] == [True, True, True, False]
+    now[0] += 0.5  # one frame's worth
+    assert [budget.take() for _ in range(2)] == [True, False]
+    now[0] += 60  # never more than the burst
+    assert [budget.take() for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize(("limit", "closed"), [(3, True), (0, False)])
+async def test_a_client_sending_bad_frames_is_closed_after_the_limit(
+    connect, settings, limit, closed
+):
+    settings.DEPLOY_CLIENT_BAD_FRAMES = limit
+    client = await connect("tasks")
+    for _ in range(3):
+        await client.send_to(text_data="not json")
+        assert (await receive(client))["type"] == "error"
+    if closed:
+        assert await next_close(client) == TOO_MANY_BAD_FRAMES
+    else:  # no limit: the connection still works after any number of bad frames
+        await client.send_json_to({"message": "after the errors"})
+        assert (await receive(client))["message"] == "after the errors"
