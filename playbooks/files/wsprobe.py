@@ -4,6 +4,8 @@
     wsprobe.py roundtrip URL [--timeout S]          send a unique message, expect it back (exit 0)
     wsprobe.py listen URL --count N [--timeout S]   print N received frames as JSON lines (not hello/resumed/gap)
     wsprobe.py send URL MESSAGE                     send one message and wait for its echo
+    wsprobe.py flood URL --count N [--timeout S]    send N messages at once, then read until the server
+                                                    closes (exit 3) or the timeout (exit 0, {"sent": N})
 
 Frames are JSON objects {"message": "..."}; --field names another key.
 
@@ -148,7 +150,7 @@ def wait_for(ws, message, field="message"):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["roundtrip", "listen", "send"])
+    parser.add_argument("command", choices=["roundtrip", "listen", "send", "flood"])
     parser.add_argument("url")
     parser.add_argument("message", nargs="?")
     parser.add_argument("--count", type=int, default=1)
@@ -162,7 +164,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         ws = WebSocket(args.url, args.timeout, args.origin, args.insecure, args.unix, args.host)
-        if args.command == "listen":
+        if args.command == "flood":
+            for n in range(args.count):
+                ws.send_text(json.dumps({args.field: "flood-{}".format(n)}))
+            try:
+                while True:
+                    ws.recv_text()
+            except socket.timeout:
+                print(json.dumps({"sent": args.count}), flush=True)
+        elif args.command == "listen":
             if args.ready_file:
                 open(args.ready_file, "w").close()
             printed = 0

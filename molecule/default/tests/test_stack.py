@@ -185,6 +185,16 @@ def test_a_page_of_another_origin_cannot_open_a_websocket_and_the_sites_own_can(
     assert frames(host.check_output("/usr/local/bin/wsprobe roundtrip %s", url))[0]["service"] == service
 
 
+def test_a_client_flooding_frames_is_closed_with_4429_and_the_others_are_served(host, service):
+    url = WS.format(service=service)
+    flood = host.run("/usr/local/bin/wsprobe flood %s --count 100 --timeout 10", url)
+    assert flood.rc == 3 and frames(flood.stdout)[0]["closed"] == 4429, flood.stdout
+    # Under the limit nothing happens to the connection.
+    calm = host.run("/usr/local/bin/wsprobe flood %s --count 5 --timeout 2", url)
+    assert calm.rc == 0 and frames(calm.stdout)[0] == {"sent": 5}, calm.stdout
+    assert frames(host.check_output("/usr/local/bin/wsprobe roundtrip %s", url))[0]["service"] == service
+
+
 def test_a_client_cannot_choose_the_address_the_asgi_server_logs(host, layout, service):
     # nginx passes on its peer's address ($remote_addr), not what the client put into X-Forwarded-For.
     path = f"/ws/deploy/{service}-forwarded/"
