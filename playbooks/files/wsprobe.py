@@ -166,7 +166,7 @@ def main(argv=None):
         ws = WebSocket(args.url, args.timeout, args.origin, args.insecure, args.unix, args.host)
         if args.command == "flood":
             for n in range(args.count):
-                ws.send_text(json.dumps({args.field: "flood-{}".format(n)}))
+                ws.send_text(json.dumps({args.field: f"flood-{n}"}))
             try:
                 while True:
                     ws.recv_text()

@@ -394,4 +394,7 @@ def test_check_deploy_is_clean_with_https(tmp_path):
     env = {**PRODUCTION_ENV, "DJANGO_HTTPS": "true", "DJANGO_DATA_DIR": str(tmp_path)}
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "System check identified no issues (0 silenced)." in result.stdout
+    # The one silenced: preloading HSTS (W021), off unless DJANGO_HSTS_PRELOAD asks for it.
+    assert "System check identified no issues (1 silenced)." in result.stdout
+    preload = manage("check", "--deploy", env={**env, "DJANGO_HSTS_PRELOAD": "true"})
+    assert "System check identified no issues (0 silenced)." in preload.stdout, preload.stdout

@@ -147,6 +147,24 @@ def test_static_files_are_served_by_nginx(host):
     assert status == 200 and "max-age" in headers.get("Cache-Control", "")
 
 
+CSP = "default-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+
+
+@pytest.mark.parametrize("path", ["/", "/static/deploy/deploy.css", "/static/no-such-file.css", "/healthz"])
+def test_every_answer_has_the_content_security_and_permissions_policy(host, path):
+    status, headers, _ = http_get(host, path)
+    assert headers.get("Content-Security-Policy") == CSP, (status, headers)
+    assert headers.get("Permissions-Policy", "").startswith("camera=(), microphone=()"), headers
+
+
+def test_the_page_has_its_icon_so_a_browser_asks_for_no_missing_favicon(host):
+    _, _, body = http_get(host, "/")
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', body)
+    assert icon, body[:500]
+    status, headers, _ = http_get(host, icon.group(1))
+    assert status == 200 and headers["Content-Type"] == "image/svg+xml"
+
+
 def test_readyz_through_nginx(host):
     status, _, body = http_get(host, "/readyz")
     assert status == 200, body
