@@ -165,6 +165,21 @@ def test_the_page_has_its_icon_so_a_browser_asks_for_no_missing_favicon(host):
     assert status == 200 and headers["Content-Type"] == "image/svg+xml"
 
 
+def test_a_request_for_an_unknown_host_name_gets_no_answer_and_never_reaches_the_app(host, layout):
+    script = (
+        "import http.client, sys; c = http.client.HTTPConnection('127.0.0.1', 80, timeout=10)\n"
+        "c.request('GET', '/', headers={'Host': sys.argv[1]})\n"
+        "try: print(c.getresponse().status)\n"
+        "except http.client.RemoteDisconnected: print('closed without an answer')"
+    )
+    assert host.check_output("python3 -c %s %s", script, "unknown.example") == "closed without an answer"
+    assert host.check_output("python3 -c %s %s", script, "localhost") == "200"
+    # Without nginx's default server the request would reach Django, which refuses it as a DisallowedHost (400).
+    socket = f"{layout['run_dir']}/{layout['program']}-0.sock"
+    status, _, _ = http_get(host, "/", unix=socket, headers={"Host": "unknown.example"})
+    assert status == 400
+
+
 def test_readyz_through_nginx(host):
     status, _, body = http_get(host, "/readyz")
     assert status == 200, body
