@@ -242,6 +242,21 @@ def test_only_what_binds_port_80_runs_as_root(stack, asgi_server, paths):
     assert root == {"supervisord", "nginx"}
 
 
+def test_the_containers_secrets_reach_the_app_processes_only(stack, asgi_server):
+    secrets = {name: value for name, value in stack["env"].items() if name in SECRET_NAMES}
+    lines = docker("exec", stack["name"], "ps", "-eo", "pid,comm", "--no-headers").stdout.splitlines()
+    leaked = {}
+    for pid, comm in (line.split(None, 1) for line in lines):
+        if comm not in ("supervisord", "nginx", "redis-server", asgi_server):
+            continue
+        # Privileged: reading another user's environ takes CAP_SYS_PTRACE, which the container does not have.
+        environ = docker("exec", "--privileged", stack["name"], "cat", f"/proc/{pid}/environ", check=False).stdout
+        leaked.setdefault(comm, set()).update(name for name, value in secrets.items() if f"={value}" in environ)
+    # supervisord has the container's environment (docker run -e), and so would everything it starts.
+    assert leaked["supervisord"] == set(secrets)
+    assert leaked["nginx"] == leaked.get("redis-server", set()) == set(), leaked
+
+
 def test_env_file_is_written_at_start_for_the_app_to_read_only(stack, built, paths):
     out = docker("exec", stack["name"], "stat", "-c", "%U %G %a", paths["env_file"]).stdout.split()
     assert out == ["root", paths["app_user"], "640"]
