@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -164,10 +165,14 @@ def test_root_page_and_its_static_files_are_served_through_nginx(stack):
     assert status == 200 and "/ws/deploy/" in js
 
 
-def test_readyz_reaches_the_database_and_redis(stack):
-    status, body = http_get(stack["url"] + "/readyz")
-    assert status == 200
-    assert json.loads(body)["checks"] == {"database": "ok", "channel_layer": "ok"}
+def test_readyz_reaches_the_database_and_redis_for_the_container_itself_only(stack, built):
+    fetch = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+    inside = docker("exec", stack["name"], "python3", "-c", fetch, f"http://127.0.0.1:{built['port']}/readyz")
+    assert json.loads(inside.stdout)["checks"] == {"database": "ok", "channel_layer": "ok"}
+    # From outside the container (a published port): refused, as to any client of the site.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        http_get(stack["url"] + "/readyz")
+    assert refused.value.code == 403
 
 
 def test_websocket_round_trip_through_nginx(stack):

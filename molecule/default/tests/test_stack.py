@@ -185,6 +185,17 @@ def test_readyz_through_nginx(host):
     assert status == 200, body
 
 
+def test_readyz_answers_the_host_itself_only_and_healthz_everyone(host):
+    # From the host's own network address, not the loopback: what any other client of the site looks like.
+    address = host.check_output("hostname -I").split()[0]
+    script = (
+        "import http.client, sys; c = http.client.HTTPConnection(sys.argv[1], 80, timeout=10)\n"
+        "c.request('GET', sys.argv[2], headers={'Host': 'localhost'}); print(c.getresponse().status)"
+    )
+    assert host.check_output("python3 -c %s %s %s", script, address, "/readyz") == "403"
+    assert host.check_output("python3 -c %s %s %s", script, address, "/healthz") == "200"
+
+
 def test_websocket_is_answered_by_the_asgi_server(host, layout, service):
     out = host.check_output("/usr/local/bin/wsprobe roundtrip %s", WS.format(service=service))
     assert frames(out)[0]["service"] == service
