@@ -1,7 +1,6 @@
 """The websocket consumer behind ``ws/deploy/<service>/``."""
 
 import asyncio
-import json
 import logging
 import weakref
 from urllib.parse import parse_qs
@@ -14,6 +13,7 @@ from deploy import history, origin
 from deploy.protocol import (
     InvalidInput,
     current_node,
+    dumps,
     group_name,
     node_group,
     parse_client_frame,
@@ -391,7 +391,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame):
         if frame["type"] == "message":
             self.sent_at = asyncio.get_running_loop().time()
-        await self.send(text_data=json.dumps(frame))
+        await self.send(text_data=dumps(frame))
 
     @property
     def peer(self):

@@ -17,6 +17,10 @@ NODE_GROUP_PREFIX = "deploy.node."
 NOT_IN_GROUP_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 #: channels' limit on group names.
 MAX_GROUP_NAME = 99
+#: Bytes a message frame the consumer sends adds to its message at most (service, seq, ts, source,
+#: id, epoch, prev, replay): the ASGI servers accept websocket messages up to the maximum plus this,
+#: and daphne's limit holds for what it sends too.
+FRAME_OVERHEAD = 1024
 
 
 class InvalidInput(ValueError):
@@ -39,7 +43,14 @@ def validate_message(message):
         raise InvalidInput("message must be a string")
     if not message:
         raise InvalidInput("message is empty")
-    check_size(message, "message")
+    # Counted as the clients get it: a JSON string in a frame, quotes and control characters
+    # escaped; so a frame the consumer sends fits the ASGI server's limit (+ FRAME_OVERHEAD).
+    check_size(dumps(message)[1:-1], "message")
+
+
+def dumps(value):
+    """JSON text of ``value`` as the consumer sends it: non-ASCII characters as they are."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def check_size(text, what):

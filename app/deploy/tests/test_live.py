@@ -24,6 +24,7 @@ from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed
 
 from deploy import history
+from deploy.protocol import FRAME_OVERHEAD
 from deploy.push import send_channel_msg
 from deploy.tests.conftest import TIMEOUT
 from deploy.tests.helpers import APP_DIR, free_port, manage, needs_history
@@ -167,7 +168,8 @@ def limited_daphne(live_env, tmp_path_factory):
         pytest.skip(f"this daphne has no {limit_option} (before 4.2.2: the legacy profile)")
     port = free_port()
     args = [venv_script("daphne"), "-b", "127.0.0.1", "-p", str(port)]
-    args += [limit_option, str(settings.DEPLOY_MAX_MESSAGE_BYTES), "devops.asgi:application"]
+    limit = settings.DEPLOY_MAX_MESSAGE_BYTES + FRAME_OVERHEAD  # as the asgi role sets it
+    args += [limit_option, str(limit), "devops.asgi:application"]
     server = Server("limited-daphne", args, tmp_path_factory.mktemp("limited-daphne"), env=live_env)
     server.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
     yield f"127.0.0.1:{port}"
@@ -297,10 +299,10 @@ async def test_bad_frame_gets_error_and_others_keep_working(open_client, service
     await assert_all_receive([sender, other], "after the errors", "client")
 
 
-async def test_a_message_over_the_maximum_is_refused_by_daphne_itself_when_limited(
+async def test_a_message_over_the_limit_is_refused_by_daphne_itself_when_limited(
     daphne, limited_daphne, service
 ):
-    too_big = json.dumps({"message": "x" * settings.DEPLOY_MAX_MESSAGE_BYTES})
+    too_big = json.dumps({"message": "x" * (settings.DEPLOY_MAX_MESSAGE_BYTES + FRAME_OVERHEAD)})
 
     async def answer(base):
         async with websocket_connect(
@@ -320,6 +322,26 @@ async def test_a_message_over_the_maximum_is_refused_by_daphne_itself_when_limit
     # With it, daphne drops the connection once the message grows over the limit (no close frame).
     closed = await answer(limited_daphne)
     assert isinstance(closed, ConnectionClosed) and closed.rcvd is None, closed
+
+
+@pytest.mark.usefixtures("redis_layer")
+async def test_the_largest_message_reaches_a_client_of_a_limited_daphne(limited_daphne, service):
+    # daphne's limit holds for the frames it sends as well: the largest message the app accepts, in
+    # characters that JSON escapes or that take several bytes, with the longest service name.
+    service = (service + "-" * 64)[:64]
+    unit = 'é"\n'  # 2 + 2 + 2 bytes as sent
+    message = unit * (settings.DEPLOY_MAX_MESSAGE_BYTES // 6)
+    async with websocket_connect(
+        f"ws://{limited_daphne}/ws/deploy/{service}/",
+        origin=f"http://{limited_daphne}",
+        open_timeout=TIMEOUT,
+        max_size=None,
+    ) as client:
+        if history.AVAILABLE:
+            await receive(client)  # hello
+        await asyncio.to_thread(send_channel_msg, service, message)
+        frame = await receive(client)
+    assert frame["message"] == message
 
 
 @pytest.mark.usefixtures("redis_layer")

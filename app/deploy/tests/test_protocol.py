@@ -3,8 +3,10 @@ import json
 import pytest
 
 from deploy.protocol import (
+    FRAME_OVERHEAD,
     InvalidInput,
     MessageTooLarge,
+    dumps,
     parse_client_frame,
     validate_message,
     validate_service,
@@ -36,6 +38,30 @@ def test_message_size_counts_utf8_bytes(settings):
     validate_message("éé")  # 4 bytes
     with pytest.raises(MessageTooLarge, match="5 bytes, the limit is 4"):
         validate_message("ééa")
+
+
+def test_message_size_counts_what_json_escapes_as_sent(settings):
+    settings.DEPLOY_MAX_MESSAGE_BYTES = 4
+    validate_message('a"b')  # a \" b: 4 bytes
+    with pytest.raises(MessageTooLarge, match="6 bytes, the limit is 4"):
+        validate_message("\x01")  # \u0001
+
+
+def test_a_message_frame_adds_at_most_the_frame_overhead():
+    message = "x" * 100
+    frame = {
+        "type": "message",
+        "service": "s" * 64,
+        "message": message,
+        "seq": 2**63,
+        "ts": "2026-11-30T11:11:12.922811+00:00",
+        "source": "client",
+        "id": f"{2**64}-{2**64}",
+        "epoch": "7-" + "x" * 64,
+        "prev": f"{2**64}-{2**64}",
+        "replay": True,
+    }
+    assert len(dumps(frame).encode()) - len(message) <= FRAME_OVERHEAD
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_deploy_then_rollback(tmp_path):
         "app_requirements_file: requirements/{{ app_profile }}.txt\n"
         # The bundled app's settings (and the servers' message limit) as the bundled source gets them: the env file
         # and the programs stay the same.
-        'asgi_websocket_max_message_bytes: "{{ app_max_message_bytes }}"\n'
+        'asgi_websocket_max_message_bytes: "{{ app_max_message_bytes | int + 1024 }}"\n'
         "app_extra_env: >-\n"
         "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token}\n"
         "     | combine({'DEPLOY_HISTORY_LENGTH': app_history_length,\n"

@@ -208,12 +208,13 @@ def test_the_asgi_server_refuses_a_message_over_the_apps_maximum_and_serves_the_
     if layout["profile"] == "legacy":
         pytest.skip("daphne 2.2 (legacy profile) has no message size option: the app refuses the message itself")
     url, limit = WS.format(service=service), int(layout["max_message"])
-    # The frame {"message": "x..."} is 14 bytes longer than its message.
-    fits = host.run("/usr/local/bin/wsprobe send %s %s --timeout 20", url, "x" * (limit - 14))
+    # The largest frame the app takes: {"message": "x..."} is 15 bytes longer than its message.
+    fits = host.run("/usr/local/bin/wsprobe send %s %s --timeout 20", url, "x" * (limit - 15))
     assert fits.rc == 0, fits.stdout
-    # One byte more: the server ends the connection without buffering the message or passing it to the app (which
-    # would answer an error frame, and wsprobe would wait for its echo until the timeout: exit 1).
-    over = host.run("/usr/local/bin/wsprobe send %s %s --timeout 20", url, "x" * (limit - 13))
+    # Over the server's limit (the app's plus 1 KiB for what the app's frames add): the server ends the connection
+    # without buffering the message or passing it to the app (which would answer an error frame, and wsprobe would
+    # wait for its echo until the timeout: exit 1).
+    over = host.run("/usr/local/bin/wsprobe send %s %s --timeout 20", url, "x" * (limit + 1024 - 14))
     assert over.rc == 3, over.stdout
     assert "closed" in frames(over.stdout)[0]
     roundtrip = host.check_output("/usr/local/bin/wsprobe roundtrip %s", url)
