@@ -36,10 +36,11 @@ REGISTRY_CONFIG = (
 
 
 # The README's docker run: every capability dropped but what the stack uses (root's chown and writes into the app's
-# directories at start, supervisord's and nginx's switch to their users, nginx's port 80, signals to the programs).
+# directories at start, the setgid bit of the socket directory that gives nginx its sockets, supervisord's and
+# nginx's switch to their users, nginx's port 80, signals to the programs).
 CAPABILITIES = ["--cap-drop", "ALL"] + [
     arg
-    for capability in ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID")
+    for capability in ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID")
     for arg in ("--cap-add", capability)
 ]
 
