@@ -145,35 +145,33 @@ def live_env(redis_url, tmp_path_factory):
     }
 
 
-@pytest.fixture(scope="session")
-def daphne(live_env, tmp_path_factory):
-    """Base URL ``127.0.0.1:<port>`` of a running daphne serving ``devops.asgi:application``."""
+def run_daphne(name, options, live_env, tmp_path_factory):
+    """Start daphne with ``options`` on a free port of 127.0.0.1; yield its ``host:port``."""
     port = free_port()
     # The console script: daphne 2 (legacy profile) cannot run as `python -m daphne`.
-    args = [venv_script("daphne"), "-b", "127.0.0.1", "-p", str(port), "devops.asgi:application"]
-    server = Server("daphne", args, tmp_path_factory.mktemp("daphne"), env=live_env)
+    args = [venv_script("daphne"), "-b", "127.0.0.1", "-p", str(port), *options]
+    args.append("devops.asgi:application")
+    server = Server(name, args, tmp_path_factory.mktemp(name), env=live_env)
     server.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
     yield f"127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def daphne(live_env, tmp_path_factory):
+    """Base URL ``127.0.0.1:<port>`` of a running daphne serving ``devops.asgi:application``."""
+    yield from run_daphne("daphne", [], live_env, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def limited_daphne(live_env, tmp_path_factory):
     """A daphne that refuses websocket messages over the app's maximum, as the asgi role runs it."""
     limit_option = "--websocket-max-message-size"
-    help_text = subprocess.run(
-        [venv_script("daphne"), "--help"], capture_output=True, text=True
-    ).stdout
-    if limit_option not in help_text:
+    usage = subprocess.run([venv_script("daphne"), "--help"], capture_output=True, text=True)
+    if limit_option not in usage.stdout:
         pytest.skip(f"this daphne has no {limit_option} (before 4.2.2: the legacy profile)")
-    port = free_port()
-    args = [venv_script("daphne"), "-b", "127.0.0.1", "-p", str(port)]
     limit = settings.DEPLOY_MAX_MESSAGE_BYTES + FRAME_OVERHEAD  # as the asgi role sets it
-    args += [limit_option, str(limit), "devops.asgi:application"]
-    server = Server("limited-daphne", args, tmp_path_factory.mktemp("limited-daphne"), env=live_env)
-    server.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
-    yield f"127.0.0.1:{port}"
-    server.stop()
+    yield from run_daphne("limited-daphne", [limit_option, str(limit)], live_env, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
