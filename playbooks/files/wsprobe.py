@@ -31,6 +31,11 @@ class Closed(Exception):
     """The server closed the connection (args: close code, reason)."""
 
 
+# A server that ends a connection while the client is still sending (a frame over its size limit) may reset it
+# before the client reads the close frame: the client sees a reset, and it is the same answer.
+RESET = (ConnectionResetError, BrokenPipeError)
+
+
 class WebSocket:
     def __init__(self, url, timeout, origin=None, insecure=False, unix=None, host=None):
         parts = urlsplit(url)
@@ -71,7 +76,10 @@ class WebSocket:
         if remaining <= 0:
             raise socket.timeout("deadline reached")
         self.sock.settimeout(remaining)
-        data = self.sock.recv(65536)
+        try:
+            data = self.sock.recv(65536)
+        except RESET as exc:
+            raise Closed(None, f"connection reset by the server ({type(exc).__name__})") from exc
         if not data:
             raise Closed(None, "connection closed without a close frame")
         self.buffer += data
@@ -100,7 +108,10 @@ class WebSocket:
             header += bytes([0x80 | 127]) + struct.pack("!Q", size)
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+        try:
+            self.sock.sendall(header + mask + masked)
+        except RESET as exc:
+            raise Closed(None, f"connection reset by the server ({type(exc).__name__})") from exc
 
     def recv_text(self):
         """Return the next text frame; answer pings; raise Closed on a close frame."""
@@ -123,7 +134,7 @@ class WebSocket:
     def close(self):
         try:
             self.send_text(struct.pack("!H", 1000), opcode=0x8)
-        except OSError:
+        except (OSError, Closed):
             pass
         self.sock.close()
 
