@@ -1,0 +1,92 @@
+"""nginx's per-client limits (role nginx: nginx_api_rate, nginx_ws_handshake_rate, nginx_ws_connections_per_client),
+tried from inside each host by two clients: the host's network address floods, the loopback is the other client.
+
+The figures come from the deployed nginx configuration, so the checks follow the host's values.
+"""
+
+import json
+import os
+import re
+
+import pytest
+
+PROBE = open(os.path.join(os.path.dirname(__file__), "limits_probe.py")).read()
+
+
+@pytest.fixture(scope="module")
+def nginx_config(host):
+    return host.check_output("nginx -T 2>/dev/null")
+
+
+@pytest.fixture(scope="module")
+def attacker(host):
+    """The host's own network address: to nginx a client other than the loopback."""
+    return host.check_output("hostname -I").split()[0]
+
+
+def rate_limit(config, zone):
+    """(requests per second, burst) of the site's limit_req `zone` (api, ws_handshakes)."""
+    rate = re.search(rf"zone=\w+_{zone}:\S+ rate=(\d+)r/s;", config)
+    burst = re.search(rf"limit_req zone=\w+_{zone} burst=(\d+) nodelay;", config)
+    assert rate and burst, f"nginx has no {zone} limit"
+    return int(rate[1]), int(burst[1])
+
+
+def probe(host, *args):
+    out = host.check_output("python3 -c %s" + " %s" * len(args), PROBE, *map(str, args))
+    result = json.loads(out)
+    if "statuses" in result:
+        result["statuses"] = {int(status): n for status, n in result["statuses"].items()}
+    return result
+
+
+def push_token(host, layout):
+    """The app's push token from its env file ("" for a project without the push endpoint)."""
+    env = host.file(layout["env_file"]).content_string
+    match = re.search(r"^DEPLOY_PUSH_TOKEN=(.*)$", env, re.M)
+    return match[1].strip().strip("'\"") if match else ""
+
+
+def test_a_client_flooding_the_api_gets_429_and_the_others_are_served(host, layout, nginx_config, attacker, service):
+    rate, burst = rate_limit(nginx_config, "api")
+    path = f"/api/push/{service}/"
+    flood = probe(host, "requests", attacker, path, burst + 4 * rate + 100)
+    served = sum(n for status, n in flood["statuses"].items() if status != 429)
+    # nginx serves the burst at once and then `rate` a second: the rest never reaches the app.
+    assert flood["statuses"].get(429, 0) > 0, flood
+    assert served <= burst + rate * flood["seconds"] + 2, flood
+    # Without a limit (any path outside nginx_api_urls) the same flood reaches the app every time.
+    unlimited = probe(host, "requests", attacker, f"/{service}-not-an-api/", burst + 4 * rate + 100)
+    assert 429 not in unlimited["statuses"], unlimited
+    # Another client meanwhile: served by the app (202 with the push token; a project without the push endpoint
+    # answers its own 404).
+    token = push_token(host, layout)
+    other = probe(host, "requests", "127.0.0.1", path, 1, token)
+    assert other["statuses"] == {202 if token else 404: 1}, other
+    # A limit on the rate: the flooding client is served again once it slows down.
+    host.run("sleep %s", str(burst / rate + 1))
+    again = probe(host, "requests", attacker, path, 1, token)
+    assert 429 not in again["statuses"], again
+
+
+def test_a_client_opening_websockets_too_fast_gets_429_and_the_others_are_served(host, nginx_config, attacker, service):
+    rate, burst = rate_limit(nginx_config, "ws_handshakes")
+    path = f"/ws/deploy/{service}/"
+    storm = probe(host, "handshakes", attacker, path, burst + 4 * rate + 50)
+    assert set(storm["statuses"]) == {101, 429}, storm
+    assert storm["statuses"][101] <= burst + rate * storm["seconds"] + 2, storm
+    assert probe(host, "handshakes", "127.0.0.1", path, 1)["statuses"] == {101: 1}
+    host.run("sleep %s", str(burst / rate + 1))
+    assert probe(host, "handshakes", attacker, path, 1)["statuses"] == {101: 1}
+
+
+def test_a_client_holding_too_many_websockets_gets_429_and_the_others_are_served(host, nginx_config, attacker, service):
+    limit = re.search(r"limit_conn \w+_ws_connections (\d+);", nginx_config)
+    assert limit, "nginx has no limit on a client's websockets"
+    rate, burst = rate_limit(nginx_config, "ws_handshakes")
+    # Open the limit's worth (pacing the handshakes), wait until the handshake budget is whole again, try one more.
+    held = probe(host, "hold", attacker, f"/ws/deploy/{service}/", int(limit[1]), burst / rate + 1)
+    assert held["opened"] == int(limit[1]), held
+    assert held["other_client"] == 101, held
+    assert held["over_the_limit"] == 429, held
+    assert held["after_closing_one"] == 101, held
