@@ -70,9 +70,9 @@ print(sum(w["requests"] for w in json.loads(data)["workers"]))
     return int(host.check_output("python3 -c %s %s", script, stats_socket))
 
 
-def playbook(name, host, *extra, check=True):
+def playbook(name, host, *extra, check=True, env=None):
     """Run playbooks/<name> from the controller against molecule's inventory, limited to `host`, from the
-    repository (as the README does); returns the completed process."""
+    repository (as the README does), with `env` added to the environment; returns the completed process."""
     result = subprocess.run(
         [
             "ansible-playbook",
@@ -83,7 +83,7 @@ def playbook(name, host, *extra, check=True):
             os.path.join(PROJECT, "playbooks", name),
             *extra,
         ],
-        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", **(env or {})},
         capture_output=True,
         text=True,
         timeout=900,

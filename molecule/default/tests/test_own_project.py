@@ -5,6 +5,7 @@ bundled app with the README's command, `ansible-playbook playbooks/site.yml -e @
 Runs from the controller against the default scenario's bookworm host (once, not per host).
 """
 
+import json
 import os
 import shutil
 import time
@@ -227,3 +228,33 @@ def test_a_restart_a_failed_run_left_undone_happens_on_the_next_run(chat, deploy
     after = pids(chat)
     assert all(after[name] != before[name] for name in before), output[-3000:]
     assert {name: chat.check_output("cat %s", path) for name, path in records.items()} == recorded
+
+
+def test_a_run_that_fails_after_changing_the_env_file_still_restarts_the_processes(chat, deployed):
+    """The restarts a run notified happen even when a later task fails (force_handlers in ansible.cfg): the next run
+    finds the env file unchanged and would never restart the processes, which would keep the old environment."""
+
+    def environments():
+        return {
+            name: chat.check_output("tr '\\0' '\\n' < /proc/%s/environ | grep ^CHAT_RUN_MARK= || true", pid)
+            for name, pid in pids(chat).items()
+        }
+
+    def failing_run(mark, *env):
+        # The env file changes (app role), then the uwsgi role refuses its variables, before any handler ran.
+        extra = json.dumps({"app_extra_env": {"CHAT_RUN_MARK": mark}, "uwsgi_buffer_size": 1000})
+        result = playbook("deploy.yml", HOST, "-e", f"@{VARIABLES}", "-e", extra, check=False, env=dict(env))
+        assert result.returncode != 0 and "uwsgi_processes 1-256" in result.stdout, result.stdout[-3000:]
+        assert f"CHAT_RUN_MARK={mark}" in chat.check_output("cat %s", "/etc/chat/chat.env")
+
+    # Without forced handlers: the processes keep the old environment, and nothing would ever restart them.
+    before = pids(chat)
+    failing_run("unforced", ("ANSIBLE_FORCE_HANDLERS", "false"))
+    assert pids(chat) == before
+    assert set(environments().values()) == {""}
+    # As configured: the same failure, and every process runs with the new env file.
+    failing_run("forced")
+    assert set(environments().values()) == {"CHAT_RUN_MARK=forced"}
+    # Back to the project's own environment.
+    playbook("deploy.yml", HOST, "-e", f"@{VARIABLES}")
+    assert set(environments().values()) == {""}
