@@ -33,7 +33,8 @@ class Closed(Exception):
 
 # A server that ends a connection while the client is still sending (a frame over its size limit) may reset it
 # before the client reads the close frame: the client sees a reset, and it is the same answer.
-RESET = (ConnectionResetError, BrokenPipeError)
+# (Over TLS: the connection ends without TLS's own close, an SSLEOFError.)
+RESET = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
 
 
 class WebSocket:

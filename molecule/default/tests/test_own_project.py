@@ -248,14 +248,16 @@ def test_a_run_that_fails_after_changing_the_env_file_still_restarts_the_process
         assert result.returncode != 0 and "buffer_size 4096-65535" in output, output[-3000:]
         assert f"CHAT_RUN_MARK={mark}" in chat.check_output("cat %s", "/etc/chat/chat.env")
 
-    # Without forced handlers: the processes keep the old environment, and nothing would ever restart them.
-    before = pids(chat)
-    failing_run("unforced", ("ANSIBLE_FORCE_HANDLERS", "false"))
-    assert pids(chat) == before
-    assert set(environments().values()) == {""}
-    # As configured: the same failure, and every process runs with the new env file.
-    failing_run("forced")
-    assert set(environments().values()) == {"CHAT_RUN_MARK=forced"}
-    # Back to the project's own environment.
-    playbook("deploy.yml", HOST, "-e", f"@{VARIABLES}")
+    try:
+        # Without forced handlers: the processes keep the old environment, and nothing would ever restart them.
+        before = pids(chat)
+        failing_run("unforced", ("ANSIBLE_FORCE_HANDLERS", "false"))
+        assert pids(chat) == before
+        assert set(environments().values()) == {""}
+        # As configured: the same failure, and every process runs with the new env file.
+        failing_run("forced")
+        assert set(environments().values()) == {"CHAT_RUN_MARK=forced"}
+    finally:
+        # Back to the project's own environment, for the tests that follow.
+        playbook("deploy.yml", HOST, "-e", f"@{VARIABLES}")
     assert set(environments().values()) == {""}
