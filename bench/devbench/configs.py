@@ -21,6 +21,11 @@ CONFIGS = {
     "daphne-pubsub-4proc": {"asgi_server": "daphne", "app_channel_layer": "redis-pubsub", "asgi_processes": 4},
     "uvicorn-core": {"asgi_server": "uvicorn", "app_channel_layer": "redis"},
     "uvicorn-pubsub": {"asgi_server": "uvicorn", "app_channel_layer": "redis-pubsub"},
+    "uvicorn-sansio": {
+        "asgi_server": "uvicorn",
+        "app_channel_layer": "redis-pubsub",
+        "asgi_uvicorn_ws": "websockets-sansio",
+    },
 }
 FANOUT_CONFIGS = ["default", "baseline", "uvicorn-pubsub"]
 HTTP_CONFIGS = ["default", "baseline"]
