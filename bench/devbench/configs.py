@@ -20,12 +20,13 @@ CONFIGS = {
     "daphne-pubsub-1proc": {"asgi_server": "daphne", "app_channel_layer": "redis-pubsub", "asgi_processes": 1},
     "daphne-pubsub-4proc": {"asgi_server": "daphne", "app_channel_layer": "redis-pubsub", "asgi_processes": 4},
     "uvicorn-core": {"asgi_server": "uvicorn", "app_channel_layer": "redis"},
-    "uvicorn-pubsub": {"asgi_server": "uvicorn", "app_channel_layer": "redis-pubsub"},
+    # uvicorn's legacy websocket implementation (the asgi role's default before websockets-sansio).
+    "uvicorn-pubsub": {"asgi_server": "uvicorn", "app_channel_layer": "redis-pubsub", "asgi_uvicorn_ws": "websockets"},
     "uvicorn-sansio": {
         "asgi_server": "uvicorn",
         "app_channel_layer": "redis-pubsub",
         "asgi_uvicorn_ws": "websockets-sansio",
     },
 }
-FANOUT_CONFIGS = ["default", "baseline", "uvicorn-pubsub"]
+FANOUT_CONFIGS = ["default", "baseline", "uvicorn-pubsub", "uvicorn-sansio"]
 HTTP_CONFIGS = ["default", "baseline"]

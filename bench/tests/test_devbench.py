@@ -135,7 +135,7 @@ def test_command_line(monkeypatch):
 
     monkeypatch.setattr(sys, "argv", ["run.py"])
     args = run.arguments()
-    assert args.names == run.BENCHMARKS and args.configs == ["default", "baseline", "uvicorn-pubsub"]
+    assert args.names == run.BENCHMARKS and args.configs == ["default", "baseline", "uvicorn-pubsub", "uvicorn-sansio"]
     monkeypatch.setattr(sys, "argv", ["run.py", "fanout", "--configs", "default,uvicorn-pubsub", "--clients", "100"])
     args = run.arguments()
     assert (args.names, args.configs, args.clients) == (["fanout"], ["default", "uvicorn-pubsub"], 100)
@@ -149,9 +149,21 @@ def test_image_figures_from_the_result_file():
     from devbench import image
 
     ref = "devops-channels/bench-image:1-modern-abc"
-    row = image.figures(148.2, {"ref": ref, "size": "282412345"})
-    assert row == {"measured": True, "build_s": 148.2, "image": ref, "size_mb": 282}
+    row = image.figures(148.2, {"ref": ref, "size": "282412345", "space": ["1G /"]})
+    assert row == {"measured": True, "build_s": 148.2, "image": ref, "size_mb": 282, "space": ["1G /"]}
     assert image.figures(1.0, {"ref": "x", "size": 5_000_000})["size_mb"] == 5
+
+
+def test_report_image_builds_side_by_side_with_the_goal():
+    full = {"measured": True, "build_s": 150, "size_mb": 282, "start_s": [4.0, 5.0, 4.5], "start_median_s": 4.5}
+    trimmed = dict(full, size_mb=190, start_s=[4.4, 4.6, 4.5], start_median_s=4.5, space=["100M /srv"])
+    failed = {"measured": False, "reason": "playbooks/image.yml failed (exit 2)"}
+    image = {"measured": True, "builds": {"full": full, "trimmed": trimmed, "other": failed}, "reason": ""}
+    text = report.render({"image": image}, "2026-01-01 00:00", 2)
+    assert "| full | 282 | 1.41 | 150 | 4.5 | 4.0, 5.0, 4.5 | 1.0 |" in text
+    assert "| trimmed | 190 | 0.95 | 150 | 4.5 | 4.4, 4.6, 4.5 | 1.0 |" in text
+    assert "| other | not measured: playbooks/image.yml failed (exit 2) |" in text
+    assert "100M /srv" in text
 
 
 # The cluster part (devbench/cluster.py): process labels, the balancer's stats, the report section.
