@@ -117,6 +117,39 @@ def test_no_build_tools_in_the_image(image, paths):
     assert out.split() == [], out
 
 
+def test_the_venv_holds_the_server_the_image_runs_and_not_the_other(image, asgi_server, paths):
+    """The other ASGI server and what only it needs are gone (roles/image files/other-server-distributions.py)."""
+    other = {"daphne": "uvicorn", "uvicorn": "daphne"}[asgi_server]
+    gone = {"daphne": ["daphne", "twisted", "autobahn"], "uvicorn": ["uvicorn", "uvloop", "httptools"]}[other]
+    script = (
+        "import importlib.util, json, sys; "
+        "print(json.dumps({n: importlib.util.find_spec(n) is not None for n in sys.argv[1:]}))"
+    )
+    python = f"{paths['root']}/current/venv/bin/python"
+    out = docker("run", "--rm", "--entrypoint", python, image, "-c", script, asgi_server, "django", *gone).stdout
+    assert json.loads(out) == {asgi_server: True, "django": True, **dict.fromkeys(gone, False)}
+
+
+def test_bytecode_is_kept_where_the_servers_import_from_and_nowhere_else(image, asgi_server, paths):
+    """Compiled: Django's core and the server; not compiled: a part of Django the app never imports (GIS)."""
+    site = f"{paths['root']}/current/venv/lib/python3*/site-packages"
+    script = (
+        f"for d in {site}/django/db/models {site}/{asgi_server} {site}/django/contrib/gis/gdal; do "
+        'set -- "$d"/__pycache__/*.pyc; [ -e "$1" ] && echo compiled || echo source; done'
+    )
+    out = docker("run", "--rm", "--entrypoint", "sh", image, "-c", script).stdout
+    assert out.split() == ["compiled", "compiled", "source"], out
+
+
+def test_the_translations_the_app_never_loads_are_not_in_the_image(image, paths):
+    """The bundled app has USE_I18N = False: Django loads no catalog, so the venv has none (nor their sources); the
+    formats of each language (django.conf.locale, a package) stay."""
+    site = f"{paths['root']}/current/venv/lib/python3*/site-packages"
+    script = f"find {site} -name '*.mo' -o -name '*.po' | wc -l; ls {site}/django/conf/locale/en/formats.py"
+    out = docker("run", "--rm", "--entrypoint", "sh", image, "-c", script).stdout.split()
+    assert out[0] == "0" and out[1].endswith("/django/conf/locale/en/formats.py"), out
+
+
 # --- refusing to start without the secrets ----------------------------------------------------------------
 
 
