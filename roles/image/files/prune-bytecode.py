@@ -2,10 +2,11 @@
 
 Run with the release's Python and environment (the app role's bin/run) and -B, given the directory the servers import
 the project from and what they import: applications (module:attribute), modules, and packages with every submodule
-(package.*). It sets Django up, imports those, creates the channel layer and loads the URLconf; then, in every
-site-packages directory of sys.path and in the standard library, it deletes each bytecode file that no imported
-module was read from. A module imported later still works: Python compiles it from its source (in memory, where the
-process may not write). Prints a JSON summary.
+(package.*). It sets Django up, imports those, creates the channel layer, loads the URLconf, the migrate command and
+every app's migrations (the container's entrypoint migrates at start); then, in every site-packages directory of
+sys.path and in the standard library, it deletes each bytecode file that no imported module was read from. A module
+imported later still works: Python compiles it from its source (in memory, where the process may not write). Prints
+a JSON summary.
 """
 
 import importlib
@@ -42,11 +43,16 @@ def warm_up(targets):
             importlib.import_module(module)
     from channels.layers import get_channel_layer
     from django.conf import settings
+    from django.core.management import load_command_class
+    from django.db.migrations.loader import MigrationLoader
     from django.urls import get_resolver
 
     get_channel_layer()
     if getattr(settings, "ROOT_URLCONF", None):
         len(get_resolver().url_patterns)  # the first request imports the URLconf and its views
+    # The container's entrypoint migrates before the processes start: the command and every app's migrations.
+    load_command_class("django.core", "migrate")
+    MigrationLoader(None, ignore_no_migrations=True)
 
 
 def used_bytecode():
