@@ -1,8 +1,9 @@
 """Image build: playbooks/image.yml under bench-image names (build container, repository, result file), so the
 images, tags and result file of `bin/toolkit image-test` stay as they are. Two builds of the default variant: "full"
-keeps the venv as the app role installed it (image_remove_other_server and image_prune_bytecode off), "trimmed" is
-the roles' default. For each: build time, size, the biggest directories, and the start time to healthy (from `docker
-run` until the image's own HEALTHCHECK command succeeds, in alternating rounds, medians)."""
+keeps the venv as the app role installed it (image_remove_other_server, image_prune_bytecode and
+image_remove_unused_translations off), "trimmed" is the roles' default. For each: build time, size, the biggest
+directories, and the start time to healthy (from `docker run` until the image's own HEALTHCHECK command succeeds, in
+alternating rounds, medians)."""
 
 import json
 import secrets
@@ -16,7 +17,11 @@ CONTAINER = "bench-image"
 STARTED = "bench-image-start"
 REPOSITORY = "devops-channels/bench-image"
 BUILDS = {
-    "full": {"image_remove_other_server": False, "image_prune_bytecode": False},
+    "full": {
+        "image_remove_other_server": False,
+        "image_prune_bytecode": False,
+        "image_remove_unused_translations": False,
+    },
     "trimmed": {},
 }
 START_ROUNDS = 3
