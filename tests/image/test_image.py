@@ -150,6 +150,17 @@ def test_the_translations_the_app_never_loads_are_not_in_the_image(image, paths)
     assert out[0] == "0" and out[1].endswith("/django/conf/locale/en/formats.py"), out
 
 
+def test_the_packages_test_suites_are_not_in_the_image(image, paths):
+    """Test suites shipped inside packages are gone; Django's test framework (django.test) stays importable."""
+    site = f"{paths['root']}/current/venv/lib/python3*/site-packages"
+    script = (
+        f"find {site} /usr/lib/python3/dist-packages -path '*-packages/*/*' -type d \\( -name test -o -name tests \\)"
+        f" ! -path '*/site-packages/django/test'; {paths['root']}/current/venv/bin/python -c 'import django.test'"
+    )
+    result = docker("run", "--rm", "--entrypoint", "sh", image, "-c", script)
+    assert result.stdout.split() == [], result.stdout
+
+
 # --- refusing to start without the secrets ----------------------------------------------------------------
 
 
