@@ -1,9 +1,9 @@
 """Image build: playbooks/image.yml under bench-image names (build container, repository, result file), so the
 images, tags and result file of `bin/toolkit image-test` stay as they are. Two builds of the default variant: "full"
-keeps the venv as the app role installed it (image_remove_other_server, image_prune_bytecode and
-image_remove_unused_translations off), "trimmed" is the roles' default. For each: build time, size, the biggest
-directories, and the start time to healthy (from `docker run` until the image's own HEALTHCHECK command succeeds, in
-alternating rounds, medians)."""
+keeps the venv as the app role installed it (image_remove_other_server, image_prune_bytecode,
+image_remove_unused_translations and image_remove_test_suites off; only the translation sources go, as in every
+build), "trimmed" is the roles' default. For each: build time, size, the biggest directories, and the start time to
+healthy (from `docker run` until the image's own HEALTHCHECK command succeeds, in alternating rounds, medians)."""
 
 import json
 import secrets
@@ -21,6 +21,7 @@ BUILDS = {
         "image_remove_other_server": False,
         "image_prune_bytecode": False,
         "image_remove_unused_translations": False,
+        "image_remove_test_suites": False,
     },
     "trimmed": {},
 }
