@@ -9,7 +9,15 @@ import os
 
 import django
 
-CONTRACT_PREFIXES = ("DJANGO_", "REDIS_", "CHANNEL", "DEPLOY_", "DATABASE_URL", "STATIC_ROOT")
+CONTRACT_PREFIXES = (
+    "DJANGO_",
+    "REDIS_",
+    "CHANNEL",
+    "DEPLOY_",
+    "DATABASE_URL",
+    "STATIC_ROOT",
+    "PROMETHEUS_",
+)
 
 for name in list(os.environ):
     if name.startswith(CONTRACT_PREFIXES):

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 import weakref
 from urllib.parse import parse_qs
 
@@ -9,7 +10,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from deploy import history, origin
+from deploy import history, metrics, origin
 from deploy.protocol import (
     InvalidInput,
     current_node,
@@ -124,6 +125,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
     #: The client's ``FrameBudget`` (None: no rate limit) and how many of its frames were refused.
     budget = None
     bad_frames = 0
+    #: This connection's count in ``deploy_websockets_open`` (set once accepted).
+    open_count = None
 
     async def dispatch(self, message):
         """Call the handler of ``message`` without closing old database connections first.
@@ -147,6 +150,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
                 origin.header(self.scope, b"origin"),
                 origin.header(self.scope, b"host"),
             )
+            metrics.WEBSOCKETS_REFUSED.labels("origin").inc()
             await self.close()  # before accept: the handshake is refused (403)
             return
         service = self.scope["url_route"]["kwargs"]["service"]
@@ -154,6 +158,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
             validate_service(service)
         except InvalidInput as exc:
             logger.warning("refused websocket from %s: %s", self.peer, exc)
+            metrics.WEBSOCKETS_REFUSED.labels("service").inc()
             await self.accept()
             await self.close(code=INVALID_SERVICE)
             return
@@ -168,6 +173,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
         self.node_group = node_group(current_node())
         await self.channel_layer.group_add(self.node_group, self.channel_name)
         await self.accept()
+        self.open_count = metrics.WEBSOCKETS_OPEN.labels(metrics.service_label(service))
+        self.open_count.inc()
         if head is not None:
             self.ordering = asyncio.Lock()
             await self.start(*head)
@@ -192,6 +199,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
             self.replayed_to = (snapshot.epoch, history.parse_id(last))
             for entry in snapshot.entries:
                 await self.deliver_entry(entry, snapshot.epoch)
+            metrics.REPLAY.inc(len(snapshot.entries))
             return
         after, client_epoch = position
         missed = await history.resume(self.history, self.service, after, client_epoch)
@@ -199,6 +207,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
         self.replayed_to = (missed.epoch, seen)
         for entry in missed.entries:
             await self.deliver_entry(entry, missed.epoch, replay=True)
+        metrics.REPLAY.inc(len(missed.entries))
+        metrics.RESUMES.labels(missed.outcome).inc()
         frame = {"type": missed.outcome, "replayed": len(missed.entries)}
         if missed.reason:
             frame["reason"] = missed.reason
@@ -223,6 +233,9 @@ class DeployConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         self.closing = True
+        if self.open_count is not None:
+            self.open_count.dec()
+            self.open_count = None
         if self.checker is not None:
             self.checker.cancel()
         for group in (self.group, self.node_group):
@@ -235,12 +248,14 @@ class DeployConsumer(AsyncWebsocketConsumer):
         if self.budget is not None and not self.budget.take():
             rate = settings.DEPLOY_CLIENT_FRAMES_PER_SECOND
             logger.warning("service %s: closed %s: over %s frames/s", self.service, self.peer, rate)
+            metrics.FRAMES_REFUSED.labels("rate").inc()
             await self.close_for(TOO_MANY_FRAMES)
             return
         try:
             message = parse_client_frame(text_data)
         except InvalidInput as exc:
             logger.warning("service %s: refused frame from %s: %s", self.service, self.peer, exc)
+            metrics.FRAMES_REFUSED.labels("invalid").inc()
             await self.send_frame({"type": "error", "error": str(exc)})
             self.bad_frames += 1
             if 0 < settings.DEPLOY_CLIENT_BAD_FRAMES <= self.bad_frames:
@@ -253,13 +268,18 @@ class DeployConsumer(AsyncWebsocketConsumer):
                 await self.close_for(TOO_MANY_BAD_FRAMES)
             return
         ts, ids = timestamp(), {}
-        if self.history is not None:
-            published = await self.history.publish(self.service, message, "client", ts)
-            ids = {"id": published.id, "epoch": published.epoch, "prev": published.prev}
-        await self.channel_layer.group_send(
-            self.group,
-            {"type": "deploy.message", "message": message, "source": "client", "ts": ts, **ids},
-        )
+        try:
+            if self.history is not None:
+                published = await self.history.publish(self.service, message, "client", ts)
+                ids = {"id": published.id, "epoch": published.epoch, "prev": published.prev}
+            await self.channel_layer.group_send(
+                self.group,
+                {"type": "deploy.message", "message": message, "source": "client", "ts": ts, **ids},
+            )
+        except Exception:
+            metrics.LAYER_ERRORS.labels("push").inc()
+            raise
+        metrics.PUSHES.labels("client").inc()
 
     async def deploy_message(self, event):
         if self.closing:
@@ -289,6 +309,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
         await self.deliver(
             event["message"], event["source"], event["ts"], entry_id, event.get("epoch"), prev=prev
         )
+        metrics.LIVE.inc()
+        metrics.observe_latency(event["ts"], time.time())
 
     async def fill_gap(self, epoch, newest, before):
         """Send the entries after ``newest`` and before ``before`` that no live event brought.
@@ -299,6 +321,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
         try:
             found_epoch, entries = await self.history.between(self.service, newest, before)
         except Exception as exc:
+            metrics.LAYER_ERRORS.labels("gap_read").inc()
+            metrics.GAPS_UNREADABLE.inc()
             logger.warning(
                 "service %s: closing %s: missed messages unreadable: %s: %s",
                 self.service,
@@ -318,6 +342,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
         )
         for entry in entries:
             await self.deliver_entry(entry, epoch)
+        metrics.GAP.inc(len(entries))
         return True
 
     async def check_history(self, interval):
@@ -336,6 +361,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
             try:
                 epoch, last = await shared_head(self.history, self.service, interval)
             except Exception as exc:
+                metrics.LAYER_ERRORS.labels("history_check").inc()
                 logger.warning(
                     "service %s: history check failed: %s: %s",
                     self.service,
@@ -356,6 +382,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
     async def deploy_run(self, event):
         """The blog post's event, ``{"type": "deploy.run", "text": ...}``, shown as a push."""
         await self.deliver(str(event["text"]), "push", timestamp())
+        metrics.LIVE.inc()
 
     async def deploy_drain(self, event):
         """This node is going away: close so that the client reconnects elsewhere and resumes."""

@@ -4,12 +4,12 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 
-from deploy import health
+from deploy import health, metrics
 from deploy.protocol import InvalidInput, MessageTooLarge, loads, validate_service
 from deploy.push import send_channel_msg
 
@@ -43,6 +43,14 @@ def readyz(request):
     )
 
 
+def metrics_view(request):
+    """The app's metrics in Prometheus' text format, over every process (``deploy.metrics``).
+
+    nginx lets only the host itself and the monitoring hosts reach it (``nginx_private_paths``).
+    """
+    return HttpResponse(metrics.collect(), content_type=metrics.CONTENT_TYPE)
+
+
 def error(status, message):
     return JsonResponse({"error": message}, status=status)
 
@@ -67,7 +75,7 @@ def push(request, service):
         response["WWW-Authenticate"] = 'Bearer realm="push"'
         return response
     try:
-        send_channel_msg(service, read_message(request))
+        send_channel_msg(service, read_message(request), entry_point="http")
     except MessageTooLarge as exc:
         return error(413, str(exc))
     except InvalidInput as exc:

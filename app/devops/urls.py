@@ -12,6 +12,7 @@ urlpatterns = [
     re_path(r"^api/push/(?P<service>[^/]+)/$", views.push, name="push"),
     re_path(r"^healthz$", views.healthz, name="healthz"),
     re_path(r"^readyz$", views.readyz, name="readyz"),
+    re_path(r"^metrics$", views.metrics_view, name="metrics"),
 ]
 
 # With DJANGO_DEBUG=true, serve static files from the apps (nginx serves STATIC_ROOT otherwise).

@@ -313,7 +313,7 @@ def test_production_defaults(monkeypatch, tmp_path):
     assert settings["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
     assert settings["SECURE_HSTS_SECONDS"] == 31536000
     assert settings["SESSION_COOKIE_SECURE"] and settings["CSRF_COOKIE_SECURE"]
-    assert settings["SECURE_REDIRECT_EXEMPT"] == [r"^healthz$", r"^readyz$"]
+    assert settings["SECURE_REDIRECT_EXEMPT"] == [r"^healthz$", r"^readyz$", r"^metrics$"]
     assert settings["X_FRAME_OPTIONS"] == "DENY"
     assert settings["DATABASES"]["default"]["NAME"] == str(tmp_path / "db.sqlite3")
     assert settings["CSRF_TRUSTED_ORIGINS"] == compat.csrf_trusted_origins(

@@ -1,6 +1,7 @@
 """The deployed stack, checked from inside each host: packages, users, modes, processes, end to end."""
 
 import re
+import shlex
 import time
 
 import pytest
@@ -194,6 +195,65 @@ def test_readyz_answers_the_host_itself_only_and_healthz_everyone(host):
     )
     assert host.check_output("python3 -c %s %s %s", script, address, "/readyz") == "403"
     assert host.check_output("python3 -c %s %s %s", script, address, "/healthz") == "200"
+
+
+def metric(text, name, **labels):
+    """The value of one sample of a Prometheus text page (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    line = f"{name}{{{wanted}}} " if labels else f"{name} "
+    return next((float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)), 0.0)
+
+
+#: A shell word: the metrics page as the host itself reads it.
+SCRAPE = shlex.quote(
+    "import http.client; c = http.client.HTTPConnection('127.0.0.1', 80, timeout=10)\n"
+    "c.request('GET', '/metrics', headers={'Host': 'localhost'}); print(c.getresponse().read().decode())"
+)
+
+
+def test_metrics_count_the_open_websockets_of_every_process_and_the_pushes(host, layout, service):
+    # Three clients on whichever ASGI processes nginx picks, the page served by a uwsgi worker: the counts of every
+    # process added up (prometheus_client's multiprocess mode, in the app's runtime directory).
+    url, manage = WS.format(service=service), f"{layout['project']}-manage"
+    status, _, before = http_get(host, "/metrics")
+    assert status == 200, before
+    script = f"""
+set -e
+cd /tmp
+for c in a b c; do
+  /usr/local/bin/wsprobe listen {url} --count 1 --timeout 60 --ready-file {service}.m$c.ready > /dev/null &
+done
+for i in $(seq 150); do
+  [ -e {service}.ma.ready ] && [ -e {service}.mb.ready ] && [ -e {service}.mc.ready ] && break
+  sleep 0.1
+done
+python3 -c {SCRAPE} > {service}.metrics
+echo counted | {manage} push {service} -
+wait
+cat {service}.metrics
+"""
+    during = host.check_output("bash -c %s", script)
+    assert metric(during, "deploy_websockets_open", service=service) == 3, during
+    for _ in range(50):  # the server sees the clients go a moment after they have
+        _, _, after = http_get(host, "/metrics")
+        if metric(after, "deploy_websockets_open", service=service) == 0:
+            break
+        time.sleep(0.2)
+    assert metric(after, "deploy_websockets_open", service=service) == 0, after
+    command = {"entry_point": "command"}
+    assert metric(after, "deploy_pushes_total", **command) == metric(before, "deploy_pushes_total", **command) + 1
+    live = {"kind": "live"}
+    assert metric(after, "deploy_deliveries_total", **live) >= metric(before, "deploy_deliveries_total", **live) + 3
+    assert metric(after, "deploy_http_request_duration_seconds_count", view="metrics", status="2xx") >= 2
+
+
+def test_metrics_answer_the_host_itself_only(host):
+    address = host.check_output("hostname -I").split()[0]
+    script = (
+        "import http.client, sys; c = http.client.HTTPConnection(sys.argv[1], 80, timeout=10)\n"
+        "c.request('GET', '/metrics', headers={'Host': 'localhost'}); print(c.getresponse().status)"
+    )
+    assert host.check_output("python3 -c %s %s", script, address) == "403"
 
 
 def test_websocket_is_answered_by_the_asgi_server(host, layout, service):

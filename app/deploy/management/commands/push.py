@@ -24,7 +24,7 @@ class Command(BaseCommand):
         if message == "-":
             message = options.get("stdin", sys.stdin).read().rstrip("\n")
         try:
-            send_channel_msg(options["service"], message)
+            send_channel_msg(options["service"], message, entry_point="command")
         except InvalidInput as exc:
             raise CommandError(str(exc), returncode=BAD_INPUT) from None
         except Exception as exc:
