@@ -60,7 +60,6 @@ def settings(lb):
         "haproxy_check_timeout",
         "haproxy_check_fall",
         "haproxy_check_rise",
-        "haproxy_prometheus_bind",
         "haproxy_health_host",
         "haproxy_tunnel_timeout",
         "devops_websocket_timeout",
