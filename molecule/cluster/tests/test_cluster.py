@@ -40,7 +40,7 @@ def test_both_app_hosts_are_up(lb, apps):
 def test_prometheus_exporter_answers_on_its_bind_only(lb, groups, lb_address):
     # With a monitoring group (this cluster) on the private address, where the monitoring host scrapes it; else on
     # loopback only (group_vars: haproxy_prometheus_bind).
-    port = 8405
+    port = "8405"
     private = bool(groups.get("monitoring"))
     bind, other = (f"{lb_address}:{port}", "127.0.0.1") if private else (f"127.0.0.1:{port}", lb_address)
     metrics = lb.check_output(

@@ -22,6 +22,9 @@ LAYOUT_VARIABLES = {
     "profile": "app_profile | default('modern')",
     "layer": "app_channel_layer | default('redis-pubsub')",
     "max_message": "app_max_message_bytes | default(65536)",
+    "log_max_bytes": "devops_log_max_bytes",
+    "log_backups": "devops_log_backups",
+    "access_log_format": "nginx_access_log_format | default('combined')",
 }
 
 

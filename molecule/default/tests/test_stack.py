@@ -1,8 +1,10 @@
 """The deployed stack, checked from inside each host: packages, users, modes, processes, end to end."""
 
+import json
 import re
 import shlex
 import time
+import uuid
 
 import pytest
 from helpers import WS, frames, http_get, uwsgi_requests
@@ -254,6 +256,69 @@ def test_metrics_answer_the_host_itself_only(host):
         "c.request('GET', '/metrics', headers={'Host': 'localhost'}); print(c.getresponse().status)"
     )
     assert host.check_output("python3 -c %s %s", script, address) == "403"
+
+
+UNITS = {"KB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+#: Requests through nginx (keep-alive), at most argv[1], until the log file argv[2] that had inode argv[3] when the
+#: test started is the file argv[4] (or, with "", none of them: dropped); prints how many were sent and where it is.
+ROTATE = """
+import glob, http.client, os, sys
+limit, log, inode, wanted = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def place():
+    return next((path for path in glob.glob(log + "*") if os.stat(path).st_ino == inode), "")
+conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10)
+for sent in range(1, limit + 1):
+    conn.request("GET", "/healthz", headers={"Host": "localhost"})
+    conn.getresponse().read()
+    if sent % 10 == 0 and place() == wanted:
+        break
+print(sent, place() or "dropped")
+"""
+
+
+def test_supervisor_rotates_the_uwsgi_log_at_its_size_and_keeps_its_backups(host, layout):
+    size = int(layout["log_max_bytes"][:-2]) * UNITS[layout["log_max_bytes"][-2:]]
+    if size > 1024**2:
+        pytest.skip(f"this host keeps logs up to {layout['log_max_bytes']}: filling one would take minutes")
+    log, backups = f"{layout['log_dir']}/{layout['uwsgi_program']}.log", int(layout["log_backups"])
+    inode = host.check_output("stat -c %%i %s", log)
+    # uwsgi logs a line of about 150 bytes per request: the log passes its size well within size / 50 requests.
+    # Each rotation renames log.n to log.n+1 and the log to log.1; the one after log.<backups> drops it.
+    for wanted in [f"{log}.{n}" for n in range(1, backups + 1)] + [""]:
+        out = host.check_output("python3 -c %s %s %s %s %s", ROTATE, size // 50, log, inode, wanted)
+        print(f"\nthe first log: {out}")
+        assert out.split()[1] == (wanted or "dropped"), out
+    files = host.check_output(f"ls -1 {log}*").split()
+    assert sorted(files) == [log] + [f"{log}.{n}" for n in range(1, backups + 1)], files
+    assert all(host.file(path).size <= size for path in files), [(path, host.file(path).size) for path in files]
+
+
+def test_nginx_access_log_lines_have_the_chosen_format(host, layout):
+    probe = uuid.uuid4().hex
+    status, _, _ = http_get(host, f"/healthz?probe={probe}")
+    assert status == 200
+    line = host.check_output("grep -h %s /var/log/nginx/access.log", probe).splitlines()[-1]
+    if layout["access_log_format"] == "json":
+        entry = json.loads(line)
+        assert (entry["client"], entry["method"], entry["status"]) == ("127.0.0.1", "GET", 200), entry
+        assert entry["uri"] == f"/healthz?probe={probe}" and entry["host"] == "localhost", entry
+    else:
+        assert line.startswith("127.0.0.1 - - [") and f'"GET /healthz?probe={probe} HTTP/1.1" 200 ' in line, line
+
+
+def test_logrotate_rotates_nginx_logs_and_nginx_writes_the_new_ones(host):
+    # Debian's /etc/logrotate.d/nginx (daily), with the logrotate the nginx role installs; -f: now.
+    host.check_output("logrotate -f /etc/logrotate.d/nginx")
+    assert host.file("/var/log/nginx/access.log.1").exists
+    probe = uuid.uuid4().hex
+    for _ in range(50):  # nginx reopens its logs on the signal logrotate sent
+        http_get(host, f"/healthz?probe={probe}")
+        if host.run("grep -q %s /var/log/nginx/access.log", probe).rc == 0:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("nginx did not write to the new access.log after the rotation")
 
 
 def test_websocket_is_answered_by_the_asgi_server(host, layout, service):
