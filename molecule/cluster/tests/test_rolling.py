@@ -36,7 +36,8 @@ def changed_release(tmp_path, label):
         # and the programs stay the same.
         'asgi_websocket_max_message_bytes: "{{ app_max_message_bytes | int + 1024 }}"\n'
         "app_extra_env: >-\n"
-        "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token}\n"
+        "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token,\n"
+        "      'PROMETHEUS_MULTIPROC_DIR': app_run_dir ~ '/metrics'}\n"
         "     | combine({'DEPLOY_HISTORY_LENGTH': app_history_length,\n"
         "                'DEPLOY_HISTORY_REPLICAS': app_history_replicas} if app_profile == 'modern' else {}) }}\n"
         "asgi_drain_command: ['/usr/local/bin/{{ devops_user }}-manage', drain_websockets]\n"

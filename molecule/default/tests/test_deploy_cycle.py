@@ -68,7 +68,8 @@ def test_deploy_then_rollback(tmp_path):
         # and the programs stay the same.
         'asgi_websocket_max_message_bytes: "{{ app_max_message_bytes | int + 1024 }}"\n'
         "app_extra_env: >-\n"
-        "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token}\n"
+        "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token,\n"
+        "      'PROMETHEUS_MULTIPROC_DIR': app_run_dir ~ '/metrics'}\n"
         "     | combine({'DEPLOY_HISTORY_LENGTH': app_history_length,\n"
         "                'DEPLOY_HISTORY_REPLICAS': app_history_replicas} if app_profile == 'modern' else {}) }}\n"
     )
