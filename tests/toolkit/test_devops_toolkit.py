@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,37 @@ def test_server_lists_pin_every_entry_with_hashes_for_this_python():
         line for name, line in install_servers.entries(FILES / "servers" / "uvicorn.txt") if name == "websockets"
     ]
     assert len(versions) == 1
+
+
+DAPHNE_JSON = """
+import io, json, sys
+import devops_toolkit.daphne_json
+from daphne.access import AccessLogGenerator
+stream = io.StringIO()
+log = AccessLogGenerator(stream)
+log("http", "complete", {"client": "10.0.0.7:51234", "method": "GET", "path": "/healthz", "status": 200, "size": 15})
+log("websocket", "connected", {"client": "10.0.0.7:51235", "path": "/ws/deploy/tasks/"})
+print(stream.getvalue(), end="")
+"""
+
+
+def test_daphne_json_writes_daphnes_access_log_entries_as_json_lines(tmp_path):
+    result = run(DAPHNE_JSON, tmp_path)
+    assert result.returncode == 0, result.stderr
+    http, websocket = (json.loads(line) for line in result.stdout.splitlines())
+    assert datetime.fromisoformat(http.pop("time")).tzinfo is not None
+    assert http == {"client": "10.0.0.7:51234", "action": "GET", "path": "/healthz", "status": 200, "bytes": 15}
+    assert websocket["action"] == "WSCONNECT" and websocket["path"] == "/ws/deploy/tasks/"
+    assert websocket["status"] is None
+
+
+def test_daphne_json_runs_daphnes_command_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "devops_toolkit.daphne_json", "--help"],
+        env={**os.environ, "PYTHONPATH": str(FILES)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--access-log" in result.stdout

@@ -24,7 +24,7 @@ LAYOUT_VARIABLES = {
     "max_message": "app_max_message_bytes | default(65536)",
     "log_max_bytes": "devops_log_max_bytes",
     "log_backups": "devops_log_backups",
-    "access_log_format": "nginx_access_log_format | default('combined')",
+    "access_log_format": "devops_access_log_format | default('text')",
 }
 
 

@@ -329,6 +329,25 @@ def test_websocket_is_answered_by_the_asgi_server(host, layout, service):
     assert f"/ws/deploy/{service}/" in logs
 
 
+def test_daphne_access_log_lines_have_the_chosen_format(host, layout, service):
+    if layout["server"] != "daphne":
+        pytest.skip("uvicorn writes its own access log lines")
+    host.check_output("/usr/local/bin/wsprobe roundtrip %s", WS.format(service=service))
+    path = f"/ws/deploy/{service}/"
+    for _ in range(50):  # the server logs the disconnection a moment after the client has gone
+        logs = host.check_output("cat %s/%s-*.log", layout["log_dir"], layout["program"])
+        lines = [line for line in logs.splitlines() if path in line]
+        if any("WSDISCONNECT" in line for line in lines):
+            break
+        time.sleep(0.1)
+    if layout["access_log_format"] == "json":
+        entries = [json.loads(line) for line in lines]
+        assert {entry["action"] for entry in entries} >= {"WSCONNECTING", "WSCONNECT", "WSDISCONNECT"}, entries
+        assert all(entry["path"] == path and entry["client"] for entry in entries), entries
+    else:
+        assert any(f'"WSCONNECT {path}"' in line for line in lines), lines
+
+
 def test_the_asgi_server_refuses_a_message_over_the_apps_maximum_and_serves_the_others(host, layout, service):
     if layout["profile"] == "legacy":
         pytest.skip("daphne 2.2 (legacy profile) has no message size option: the app refuses the message itself")
