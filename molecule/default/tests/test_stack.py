@@ -201,7 +201,7 @@ def test_readyz_answers_the_host_itself_only_and_healthz_everyone(host):
 
 def metric(text, name, **labels):
     """The value of one sample of a Prometheus text page (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))  # the page sorts the labels
     line = f"{name}{{{wanted}}} " if labels else f"{name} "
     return next((float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)), 0.0)
 
@@ -286,7 +286,7 @@ def test_supervisor_rotates_the_uwsgi_log_at_its_size_and_keeps_its_backups(host
     # uwsgi logs a line of about 150 bytes per request: the log passes its size well within size / 50 requests.
     # Each rotation renames log.n to log.n+1 and the log to log.1; the one after log.<backups> drops it.
     for wanted in [f"{log}.{n}" for n in range(1, backups + 1)] + [""]:
-        out = host.check_output("python3 -c %s %s %s %s %s", ROTATE, size // 50, log, inode, wanted)
+        out = host.check_output("python3 -c %s %s %s %s %s", ROTATE, str(size // 50), log, inode, wanted)
         print(f"\nthe first log: {out}")
         assert out.split()[1] == (wanted or "dropped"), out
     files = host.check_output(f"ls -1 {log}*").split()
