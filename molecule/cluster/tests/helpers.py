@@ -161,3 +161,48 @@ def playbook(name, *extra):
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     return time.monotonic() - started, result
+
+
+# --- Prometheus on the monitoring host -----------------------------------------------------------------------
+
+API = (
+    "import json, sys, urllib.parse, urllib.request\n"
+    "query = urllib.parse.urlencode(json.loads(sys.argv[2]))\n"
+    "print(urllib.request.urlopen(sys.argv[1] + ('?' + query if query else ''), timeout=10).read().decode())"
+)
+
+
+def api(lb, lb_address, path, **params):
+    """The `data` of a Prometheus API answer."""
+    out = lb.check_output("python3 -c %s %s %s", API, f"http://{lb_address}:9090/api/v1/{path}", json.dumps(params))
+    answer = json.loads(out)
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def query(lb, lb_address, expression):
+    """{frozenset(labels): value} of an instant query."""
+    return {
+        frozenset(row["metric"].items()): float(row["value"][1])
+        for row in api(lb, lb_address, "query", query=expression)["result"]
+    }
+
+
+def wait_for(what, check, limit, pause=1.0):
+    """Seconds until `check()` returns a true value; fails with the last value after `limit` seconds."""
+    started = time.monotonic()
+    while True:
+        value = check()
+        if value:
+            return time.monotonic() - started
+        if time.monotonic() - started > limit:
+            raise AssertionError(f"{what}: not after {limit} s (last: {value!r})")
+        time.sleep(pause)
+
+
+def firing(lb, lb_address, name, **labels):
+    """The alerts named `name` whose labels include `labels`, with their state (pending, firing)."""
+    alerts = api(lb, lb_address, "alerts")["alerts"]
+    return [
+        alert for alert in alerts if alert["labels"]["alertname"] == name and labels.items() <= alert["labels"].items()
+    ]

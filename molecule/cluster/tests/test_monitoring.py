@@ -1,57 +1,14 @@
 """Monitoring: Prometheus on the monitoring host (the balancer) scrapes every exporter and the app hosts' metrics;
-N websocket clients show as N open websockets; a killed ASGI process and an app host out of the balancer fire their
-alerts. Every check runs once, from the controller, asking Prometheus' HTTP API from inside the monitoring host."""
+the failovers of test_failover.py, a killed ASGI process and an app host out of the balancer fire their alerts (N
+websocket clients counted as N: test_cluster.py). Every check runs once, from the controller, asking Prometheus' HTTP
+API from inside the monitoring host."""
 
-import json
 import time
-import uuid
 
-from helpers import wait_for_status
+from helpers import api, firing, query, wait_for, wait_for_status
 
-WSPROBE = "/usr/local/bin/wsprobe"  # copied to the balancer by smoke.yml
-API = (
-    "import json, sys, urllib.parse, urllib.request\n"
-    "query = urllib.parse.urlencode(json.loads(sys.argv[2]))\n"
-    "print(urllib.request.urlopen(sys.argv[1] + ('?' + query if query else ''), timeout=10).read().decode())"
-)
 #: Every scrape job and its number of targets in the molecule cluster (1 balancer, 2 app hosts, 3 Redis hosts).
 JOBS = {"prometheus": 1, "node": 6, "app": 2, "nginx": 2, "redis": 3, "sentinel": 3, "haproxy": 1}
-
-
-def api(lb, lb_address, path, **params):
-    """The `data` of a Prometheus API answer."""
-    out = lb.check_output("python3 -c %s %s %s", API, f"http://{lb_address}:9090/api/v1/{path}", json.dumps(params))
-    answer = json.loads(out)
-    assert answer["status"] == "success", answer
-    return answer["data"]
-
-
-def query(lb, lb_address, expression):
-    """{frozenset(labels): value} of an instant query."""
-    return {
-        frozenset(row["metric"].items()): float(row["value"][1])
-        for row in api(lb, lb_address, "query", query=expression)["result"]
-    }
-
-
-def wait_for(what, check, limit, pause=1.0):
-    """Seconds until `check()` returns a true value; fails with the last value after `limit` seconds."""
-    started = time.monotonic()
-    while True:
-        value = check()
-        if value:
-            return time.monotonic() - started
-        if time.monotonic() - started > limit:
-            raise AssertionError(f"{what}: not after {limit} s (last: {value!r})")
-        time.sleep(pause)
-
-
-def firing(lb, lb_address, name, **labels):
-    """The alerts named `name` whose labels include `labels`, with their state (pending, firing)."""
-    alerts = api(lb, lb_address, "alerts")["alerts"]
-    return [
-        alert for alert in alerts if alert["labels"]["alertname"] == name and labels.items() <= alert["labels"].items()
-    ]
 
 
 def test_every_target_of_the_inventory_is_scraped_and_up(lb, lb_address):
@@ -96,30 +53,6 @@ def test_the_failover_alert_follows_the_master_addresses_the_sentinels_reported(
     print(f"\nmasters named by the sentinels in the last {window}: {addresses}; RedisFailover firing: {bool(alerts)}")
     assert addresses
     assert bool(alerts) == (len(addresses) > 1), (addresses, alerts)
-
-
-def test_n_websocket_clients_show_as_n_open_websockets(lb, lb_address, settings):
-    clients, service = 6, "m-" + uuid.uuid4().hex[:10]
-    url = f"ws://127.0.0.1:{settings['haproxy_listen_port']}/ws/deploy/{service}/"
-    expression = f'sum(deploy_websockets_open{{service="{service}"}})'
-    lb.check_output(
-        "sh -c %s",
-        f"for i in $(seq {clients}); do "
-        f"{WSPROBE} listen {url} --count 1 --timeout 60 --ready-file /tmp/{service}.$i.ready > /dev/null 2>&1 & done",
-    )
-
-    def counted():
-        return query(lb, lb_address, expression).get(frozenset())
-
-    try:
-        waited = wait_for(f"{clients} open websockets", lambda: counted() == clients, limit=30)
-        per_host = query(lb, lb_address, f'sum by (host) (deploy_websockets_open{{service="{service}"}})')
-        print(f"\n{clients} clients counted after {waited:.1f} s, per app host: "
-              f"{ {dict(labels)['host']: value for labels, value in per_host.items()} }")  # fmt: skip
-        assert len(per_host) == 2, per_host  # spread over both app hosts, added up over each host's processes
-    finally:
-        lb.run(f"pkill -f 'wsprobe listen {url}'")
-    wait_for("no open websocket", lambda: counted() == 0, limit=30)
 
 
 def test_a_killed_asgi_process_is_recorded_as_restarted_and_fires_program_restarted(apps, lb, lb_address):
