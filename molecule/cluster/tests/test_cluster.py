@@ -197,7 +197,8 @@ def test_n_websocket_clients_show_as_n_open_websockets(lb, lb_address, settings)
     lb.check_output(
         "sh -c %s",
         f"for i in $(seq {clients}); do "
-        f"{WSPROBE} listen {url} --count 1 --timeout 60 --ready-file /tmp/{service}.$i.ready > /tmp/{service}.$i.out 2>&1 & done",
+        f"{WSPROBE} listen {url} --count 1 --timeout 60 --ready-file /tmp/{service}.$i.ready "
+        f"> /tmp/{service}.$i.out 2>&1 & done",
     )
 
     def counted():
