@@ -46,7 +46,8 @@ def readyz(request):
 def metrics_view(request):
     """The app's metrics in Prometheus' text format, over every process (``deploy.metrics``).
 
-    nginx lets only the host itself and the monitoring hosts reach it (``nginx_private_paths``).
+    nginx lets only the host itself reach it (``nginx_private_paths``), and the monitoring hosts
+    on a listener of its own (``nginx_metrics_listen``).
     """
     return HttpResponse(metrics.collect(), content_type=metrics.CONTENT_TYPE)
 
