@@ -206,3 +206,58 @@ def firing(lb, lb_address, name, **labels):
     return [
         alert for alert in alerts if alert["labels"]["alertname"] == name and labels.items() <= alert["labels"].items()
     ]
+
+
+# --- the app's websocket count -------------------------------------------------------------------------------------
+
+WSPROBE = "/usr/local/bin/wsprobe"  # copied to the balancer by smoke.yml
+FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+
+
+def app_pages(lb, lb_address, service):
+    """What each app host's metrics page says of `service` now, read by the balancer at the scrape URL."""
+    pages = {}
+    for target in api(lb, lb_address, "targets", state="active")["activeTargets"]:
+        if target["labels"]["job"] == "app":
+            page = lb.run("python3 -c %s %s", FETCH, target["scrapeUrl"])
+            lines = [line for line in page.stdout.splitlines() if f'service="{service}"' in line]
+            pages[target["labels"]["host"]] = {"health": target["health"], "lines": lines or page.stderr[-300:]}
+    return pages
+
+
+def count_open_websockets(lb, apps, lb_address, settings, clients):
+    """Connect `clients` websocket listeners through the balancer to a new service, wait until Prometheus adds them
+    up to `clients` over both app hosts, close them and wait for 0. On failure the listeners' output and each app
+    host's own page are in the message."""
+    service = "m-" + uuid.uuid4().hex[:10]
+    url = f"ws://127.0.0.1:{settings['haproxy_listen_port']}/ws/deploy/{service}/"
+    expression = f'sum(deploy_websockets_open{{service="{service}"}})'
+    lb.check_output(
+        "sh -c %s",
+        f"for i in $(seq {clients}); do "
+        f"{WSPROBE} listen {url} --count 1 --timeout 60 --ready-file /tmp/{service}.$i.ready "
+        f"> /tmp/{service}.$i.out 2>&1 & done",
+    )
+
+    def counted():
+        return query(lb, lb_address, expression).get(frozenset())
+
+    def diagnosis():
+        outputs = lb.run(f"tail -n 3 /tmp/{service}.*.out /dev/null").stdout
+        return f"\nlisteners:\n{outputs}\napp hosts' pages now: {app_pages(lb, lb_address, service)}"
+
+    try:
+        ready = f"ls /tmp/{service}.*.ready 2>/dev/null | wc -l"
+        try:
+            wait_for(f"{clients} listeners connected", lambda: lb.check_output(ready).strip() == str(clients), 30)
+            waited = wait_for(f"{clients} open websockets (Prometheus)", lambda: counted() == clients, limit=30)
+        except AssertionError as error:
+            raise AssertionError(f"{error}{diagnosis()}") from None
+        per_host = query(lb, lb_address, f'sum by (host) (deploy_websockets_open{{service="{service}"}})')
+        print(f"\n{clients} clients counted after {waited:.1f} s, per app host: "
+              f"{ {dict(labels)['host']: value for labels, value in per_host.items()} }")  # fmt: skip
+        assert len(per_host) == len(apps), per_host  # spread over the app hosts, added up over each host's processes
+    finally:
+        lb.run(f"pkill -f 'wsprobe listen {url}'")
+    wait_for("no open websocket", lambda: counted() == 0, limit=30)
+    return waited

@@ -6,10 +6,7 @@ import threading
 import time
 import uuid
 
-from helpers import admin, get, get_from, query, servers, wait_for, wait_for_status
-
-WSPROBE = "/usr/local/bin/wsprobe"  # copied to the balancer by smoke.yml
-
+from helpers import WSPROBE, admin, count_open_websockets, get, get_from, servers, wait_for_status
 
 # --- configuration -------------------------------------------------------------------------------------------
 
@@ -190,28 +187,5 @@ def test_a_stopped_app_host_leaves_and_rejoins_the_balancer(lb, apps, lb_address
 # --- metrics ---------------------------------------------------------------------------------------------------
 
 
-def test_n_websocket_clients_show_as_n_open_websockets(lb, lb_address, settings):
-    clients, service = 6, "m-" + uuid.uuid4().hex[:10]
-    url = f"ws://127.0.0.1:{settings['haproxy_listen_port']}/ws/deploy/{service}/"
-    expression = f'sum(deploy_websockets_open{{service="{service}"}})'
-    lb.check_output(
-        "sh -c %s",
-        f"for i in $(seq {clients}); do "
-        f"{WSPROBE} listen {url} --count 1 --timeout 60 --ready-file /tmp/{service}.$i.ready "
-        f"> /tmp/{service}.$i.out 2>&1 & done",
-    )
-
-    def counted():
-        return query(lb, lb_address, expression).get(frozenset())
-
-    try:
-        ready = f"ls /tmp/{service}.*.ready 2>/dev/null | wc -l"
-        wait_for(f"{clients} listeners connected", lambda: lb.check_output(ready).strip() == str(clients), limit=30)
-        waited = wait_for(f"{clients} open websockets (Prometheus)", lambda: counted() == clients, limit=30)
-        per_host = query(lb, lb_address, f'sum by (host) (deploy_websockets_open{{service="{service}"}})')
-        print(f"\n{clients} clients counted after {waited:.1f} s, per app host: "
-              f"{ {dict(labels)['host']: value for labels, value in per_host.items()} }")  # fmt: skip
-        assert len(per_host) == 2, per_host  # spread over both app hosts, added up over each host's processes
-    finally:
-        lb.run(f"pkill -f 'wsprobe listen {url}'")
-    wait_for("no open websocket", lambda: counted() == 0, limit=30)
+def test_n_websocket_clients_show_as_n_open_websockets(lb, apps, lb_address, settings):
+    count_open_websockets(lb, apps, lb_address, settings, clients=6)

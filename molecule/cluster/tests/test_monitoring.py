@@ -1,11 +1,11 @@
 """Monitoring: Prometheus on the monitoring host (the balancer) scrapes every exporter and the app hosts' metrics;
-the failovers of test_failover.py, a killed ASGI process and an app host out of the balancer fire their alerts (N
-websocket clients counted as N: test_cluster.py). Every check runs once, from the controller, asking Prometheus' HTTP
-API from inside the monitoring host."""
+the failovers of test_failover.py, a killed ASGI process and an app host out of the balancer fire their alerts; N
+websocket clients are counted as N again after the failovers (before them: test_cluster.py). Every check runs once,
+from the controller, asking Prometheus' HTTP API from inside the monitoring host."""
 
 import time
 
-from helpers import api, firing, query, wait_for, wait_for_status
+from helpers import api, count_open_websockets, firing, query, wait_for, wait_for_status
 
 #: Every scrape job and its number of targets in the molecule cluster (1 balancer, 2 app hosts, 3 Redis hosts).
 JOBS = {"prometheus": 1, "node": 6, "app": 2, "nginx": 2, "redis": 3, "sentinel": 3, "haproxy": 1}
@@ -53,6 +53,12 @@ def test_the_failover_alert_follows_the_master_addresses_the_sentinels_reported(
     print(f"\nmasters named by the sentinels in the last {window}: {addresses}; RedisFailover firing: {bool(alerts)}")
     assert addresses
     assert bool(alerts) == (len(addresses) > 1), (addresses, alerts)
+
+
+def test_n_websocket_clients_are_counted_after_the_failovers(lb, apps, lb_address, settings):
+    # The app hosts' channel layer moved to a new master three times (test_failover.py): new websockets still join
+    # their groups and every ASGI process still reports them.
+    count_open_websockets(lb, apps, lb_address, settings, clients=6)
 
 
 def test_a_killed_asgi_process_is_recorded_as_restarted_and_fires_program_restarted(apps, lb, lb_address):
