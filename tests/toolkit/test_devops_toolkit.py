@@ -180,10 +180,27 @@ def test_server_lists_pin_every_entry_with_hashes_for_this_python():
     assert len(versions) == 1
 
 
-DAPHNE_JSON = """
+PUBSUB_CAPACITY = """
+import devops_toolkit.asgi
+from channels_redis.pubsub import RedisPubSubLoopLayer
+print(RedisPubSubLoopLayer.devops_capacity)
+"""
+
+
+def test_the_entry_point_gives_the_pubsub_layer_the_channel_capacity(tmp_path):
+    result = run(PUBSUB_CAPACITY, tmp_path, CHANNELS_CAPACITY="40")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["40"]
+    refused = run(PUBSUB_CAPACITY, tmp_path, CHANNELS_CAPACITY="0")
+    assert refused.returncode != 0
+    assert "CHANNELS_CAPACITY='0' must be a whole number, at least 1" in refused.stderr
+
+
+DAPHNE_JSON_LOG = """
 import io, json, sys
-import devops_toolkit.daphne_json
 from daphne.access import AccessLogGenerator
+from devops_toolkit import daphne
+AccessLogGenerator.write_entry = daphne.write_entry  # what --access-log-format json does
 stream = io.StringIO()
 log = AccessLogGenerator(stream)
 log("http", "complete", {"client": "10.0.0.7:51234", "method": "GET", "path": "/healthz", "status": 200, "size": 15})
@@ -192,8 +209,8 @@ print(stream.getvalue(), end="")
 """
 
 
-def test_daphne_json_writes_daphnes_access_log_entries_as_json_lines(tmp_path):
-    result = run(DAPHNE_JSON, tmp_path)
+def test_the_daphne_module_writes_daphnes_access_log_entries_as_json_lines(tmp_path):
+    result = run(DAPHNE_JSON_LOG, tmp_path)
     assert result.returncode == 0, result.stderr
     http, websocket = (json.loads(line) for line in result.stdout.splitlines())
     assert datetime.fromisoformat(http.pop("time")).tzinfo is not None
@@ -202,9 +219,9 @@ def test_daphne_json_writes_daphnes_access_log_entries_as_json_lines(tmp_path):
     assert websocket["status"] is None
 
 
-def test_daphne_json_runs_daphnes_command_line(tmp_path):
+def test_the_daphne_module_runs_daphnes_command_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "devops_toolkit.daphne_json", "--help"],
+        [sys.executable, "-m", "devops_toolkit.daphne", "--help"],
         env={**os.environ, "PYTHONPATH": str(FILES)},
         capture_output=True,
         text=True,

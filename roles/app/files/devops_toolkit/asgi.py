@@ -4,14 +4,25 @@ Django is set up first, then the project's application is imported: a project wh
 imports its routing (and so its models) before ``get_asgi_application()`` fails with
 ``AppRegistryNotReady`` under a plain server, and works here. The application is
 ``DEVOPS_ASGI_APPLICATION`` (``module:attribute``), else the ``ASGI_APPLICATION`` setting.
+
+channels-redis' pub/sub layer gets a capacity per channel, ``CHANNELS_CAPACITY`` as the core layer has
+(``devops_toolkit.layers``).
 """
+
+import os
 
 import asgiref
 import django
+from django.core.exceptions import ImproperlyConfigured
 
 django.setup(set_prefix=False)
 
-from devops_toolkit import health, target  # noqa: E402 - after django.setup()
+from devops_toolkit import health, layers, target  # noqa: E402 - after django.setup()
+
+_capacity = os.environ.get("CHANNELS_CAPACITY", "100").strip()
+if not _capacity.isdigit() or int(_capacity) < 1:
+    raise ImproperlyConfigured(f"CHANNELS_CAPACITY={_capacity!r} must be a whole number, at least 1")
+layers.bound_pubsub_queues(int(_capacity))
 
 project_application = target.load("DEVOPS_ASGI_APPLICATION", "ASGI_APPLICATION")
 
