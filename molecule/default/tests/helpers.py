@@ -25,6 +25,8 @@ LAYOUT_VARIABLES = {
     "log_max_bytes": "devops_log_max_bytes",
     "log_backups": "devops_log_backups",
     "access_log_format": "devops_access_log_format | default('text')",
+    "send_buffer_limit": "asgi_send_buffer_limit_bytes | default(0)",
+    "channel_capacity": "app_channel_capacity | default(100)",
 }
 
 

@@ -6,6 +6,8 @@ limits; prints one JSON object.
     limits_probe.py hold ADDRESS PATH COUNT WAIT          open COUNT websockets (retrying refused handshakes), one
                                                           from 127.0.0.1, wait WAIT s, then one more handshake;
                                                           close one, and another
+    limits_probe.py idle ADDRESS PATH COUNT WAIT READY    open COUNT websockets that never read (a 4 KiB receive
+                                                          buffer), touch READY, hold them WAIT s
 """
 
 import base64
@@ -19,9 +21,13 @@ import sys
 import time
 
 
-def handshake(address, path):
+def handshake(address, path, receive_buffer=0):
     """Open a websocket from `address` to nginx on it; returns (status, the socket or None)."""
-    sock = socket.create_connection((address, 80), timeout=10)
+    sock = socket.socket()
+    if receive_buffer:  # before connecting: the window the client offers follows it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.connect((address, 80))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -96,12 +102,24 @@ def hold(address, path, count, wait):
     return result
 
 
+def idle(address, path, count, wait, ready):
+    opened = [sock for status, sock in (handshake(address, path, 4096) for _ in range(count)) if sock]
+    with open(ready, "w"):
+        pass
+    time.sleep(wait)
+    for sock in opened:
+        sock.close()
+    return {"opened": len(opened)}
+
+
 if __name__ == "__main__":
     command, address, path, count, *rest = sys.argv[1:]
     if command == "requests":
         result = requests(address, path, int(count), *rest)
     elif command == "handshakes":
         result = handshakes(address, path, int(count))
+    elif command == "idle":
+        result = idle(address, path, int(count), float(rest[0]), rest[1])
     else:
         result = hold(address, path, int(count), float(rest[0]))
     print(json.dumps(result))

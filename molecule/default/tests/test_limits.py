@@ -7,8 +7,11 @@ The figures come from the deployed nginx configuration, so the checks follow the
 import json
 import os
 import re
+import shlex
+import time
 
 import pytest
+from helpers import WS, frames
 
 PROBE = open(os.path.join(os.path.dirname(__file__), "limits_probe.py")).read()
 
@@ -90,3 +93,64 @@ def test_a_client_holding_too_many_websockets_gets_429_and_the_others_are_served
     assert held["other_client"] == 101, held
     assert held["over_the_limit"] == 429, held
     assert held["after_closing_one"] == 101, held
+
+
+def asgi_rss(host, layout):
+    """Resident memory of the ASGI processes together, in bytes."""
+    pids = host.check_output("supervisorctl pid %s", f"{layout['program']}:*").split()
+    return sum(int(kb) for kb in host.check_output("ps -o rss= -p %s", ",".join(pids)).split()) * 1024
+
+
+def test_clients_that_do_not_read_leave_the_asgi_processes_memory_bounded(host, layout, service):
+    if not push_token(host, layout):
+        pytest.skip("a project without the bundled app's pushes")
+    clients, pushes = 10, 300
+    size = min(60_000, int(layout["max_message"]) - 1024)
+    manage, ready = f"{layout['project']}-manage", f"/tmp/{service}.idle.ready"
+    # The bound: what each client may leave unread in the server, plus a full channel queue per process (the pub/sub
+    # layer's is in the process), plus room for the processes' own allocations. Without the bounds the processes
+    # hold every message sent to every client: clients * pushes * size, 180 MB here.
+    processes = len(host.check_output("supervisorctl pid %s", f"{layout['program']}:*").split())
+    bound = clients * (int(layout["send_buffer_limit"]) + size) + processes * int(layout["channel_capacity"]) * size
+    bound += 32 * 2**20
+    before = asgi_rss(host, layout)
+    host.check_output(
+        "sh -c %s",
+        f"python3 -c {shlex.quote(PROBE)} idle 127.0.0.1 /ws/deploy/{service}/ {clients} 90 {ready} "
+        f"> /tmp/{service}.idle.out 2>&1 &",
+    )
+    try:
+        host.check_output("sh -c %s", f"for i in $(seq 300); do [ -e {ready} ] && exit 0; sleep 0.1; done; exit 1")
+        push = (
+            "from deploy.push import send_channel_msg\n"
+            f"for i in range({pushes}): send_channel_msg({service!r}, str(i % 10) * {size})"
+        )
+        started = time.monotonic()
+        host.check_output("%s shell -c %s", manage, push)
+        pushed = time.monotonic() - started
+        # Until the processes stop growing: what they hold for the idle clients.
+        samples = [asgi_rss(host, layout)]
+        for _ in range(30):
+            time.sleep(1)
+            samples.append(asgi_rss(host, layout))
+            if len(samples) >= 4 and max(samples[-4:]) - min(samples[-4:]) < 2**20:
+                break
+        growth = samples[-1] - before
+        # Meanwhile a client that reads is served: a push to another service reaches it.
+        other = f"{service}-reader"
+        received = host.check_output(
+            "bash -c %s",
+            f"cd /tmp; /usr/local/bin/wsprobe listen {WS.format(service=other)} --count 1 --timeout 30 "
+            f"--ready-file {other}.ready > {other}.out & "
+            f"for i in $(seq 100); do [ -e {other}.ready ] && break; sleep 0.1; done; "
+            f"echo served | {manage} push {other} - >/dev/null; wait; cat {other}.out",
+        )
+    finally:
+        host.run("pkill -f %s", f"idle 127.0.0.1 /ws/deploy/{service}/")
+    print(
+        f"\n{clients} clients not reading, {pushes} pushes of {size} bytes ({clients * pushes * size / 2**20:.0f} MiB "
+        f"for them) in {pushed:.1f} s: {layout['program']} processes {before / 2**20:.0f} -> "
+        f"{samples[-1] / 2**20:.0f} MiB (+{growth / 2**20:.1f} MiB, bound {bound / 2**20:.0f} MiB)"
+    )
+    assert growth < bound, (growth, bound)
+    assert [f["message"] for f in frames(received)] == ["served"]
