@@ -264,9 +264,14 @@ UNITS = {"KB": 1024, "MB": 1024**2, "GB": 1024**3}
 #: test started is the file argv[4] (or, with "", none of them: dropped); prints how many were sent and where it is.
 ROTATE = """
 import glob, http.client, os, sys
-limit, log, inode, wanted = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+limit, log, inode, marker, wanted = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+def holds_marker(path):
+    with open(path, errors="replace") as f:
+        return marker in f.read()
+# The first log is the file with its inode that still holds its marker line: once it is dropped the file system may
+# give its inode to the next new log.
 def place():
-    return next((path for path in glob.glob(log + "*") if os.stat(path).st_ino == inode), "")
+    return next((p for p in glob.glob(log + "*") if os.stat(p).st_ino == inode and holds_marker(p)), "")
 conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10)
 for sent in range(1, limit + 1):
     conn.request("GET", "/healthz", headers={"Host": "localhost"})
@@ -282,11 +287,14 @@ def test_supervisor_rotates_the_uwsgi_log_at_its_size_and_keeps_its_backups(host
     if size > 1024**2:
         pytest.skip(f"this host keeps logs up to {layout['log_max_bytes']}: filling one would take minutes")
     log, backups = f"{layout['log_dir']}/{layout['uwsgi_program']}.log", int(layout["log_backups"])
-    inode = host.check_output("stat -c %%i %s", log)
+    inode, marker = host.check_output("stat -c %%i %s", log), uuid.uuid4().hex
+    assert http_get(host, f"/healthz?rotation={marker}")[0] == 200
+    logged = f"for i in $(seq 50); do grep -q {marker} {log} && exit 0; sleep 0.1; done; exit 1"
+    assert host.run("sh -c %s", logged).rc == 0, "uwsgi did not log the marker request"
     # uwsgi logs a line of about 150 bytes per request: the log passes its size well within size / 50 requests.
     # Each rotation renames log.n to log.n+1 and the log to log.1; the one after log.<backups> drops it.
     for wanted in [f"{log}.{n}" for n in range(1, backups + 1)] + [""]:
-        out = host.check_output("python3 -c %s %s %s %s %s", ROTATE, str(size // 50), log, inode, wanted)
+        out = host.check_output("python3 -c %s %s %s %s %s %s", ROTATE, str(size // 50), log, inode, marker, wanted)
         print(f"\nthe first log: {out}")
         assert out.split()[1] == (wanted or "dropped"), out
     files = host.check_output(f"ls -1 {log}*").split()
