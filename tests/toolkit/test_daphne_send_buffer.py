@@ -139,8 +139,9 @@ def test_without_a_limit_clients_that_do_not_read_make_daphne_hold_what_was_sent
 
 
 def test_with_the_limit_sends_wait_for_the_client_and_a_reader_gets_everything(serve):
-    arguments = ["--send-buffer-limit", str(LIMIT), "--access-log-format", "json", "--ping-interval", "1"]
-    process, sock, log = serve(*arguments, "--ping-timeout", "2")
+    # As the asgi role orders them: daphne's --access-log before the module's --access-log-format.
+    arguments = ["--access-log", "-", "--access-log-format", "json", "--send-buffer-limit", str(LIMIT)]
+    process, sock, log = serve(*arguments, "--ping-interval", "1", "--ping-timeout", "2")
     growth, idle = burst(process, sock)
     burst_done = time.monotonic()
     sent = IDLE_CLIENTS * MESSAGES * MESSAGE_BYTES

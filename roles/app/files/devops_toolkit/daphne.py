@@ -81,7 +81,8 @@ def limit_send_buffer(limit, pause=0.05, report_after=1.0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(add_help=False)
+    # No abbreviations: daphne's own --access-log must not be taken for --access-log-format.
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--send-buffer-limit", type=int, default=0, metavar="BYTES")
     parser.add_argument("--access-log-format", choices=["text", "json"], default="text")
     ours, daphnes = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
