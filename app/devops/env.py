@@ -228,6 +228,18 @@ CORE_LAYER_POOL_OPTIONS = {
 }
 
 
+def pubsub_layer_pool_options():
+    """Options of the pub/sub layer's connections (channels-redis >= 4, redis-py): a command that
+    finds its connection closed reconnects (to the master the sentinels name now) and runs once
+    more. The layer's subscription connection goes unread while no consumer of the process is
+    subscribed; when Redis closed it meanwhile (a restart, a failover) redis-py's default, no
+    retry, failed the next ``SUBSCRIBE`` and with it the next websocket handshake of each ASGI
+    process (HTTP 500)."""
+    import redis
+
+    return {"retry_on_error": [redis.ConnectionError]}
+
+
 def channel_layers(kind, redis, group_expiry, capacity, prefix="asgi", max_connections=1000):
     """Build ``CHANNEL_LAYERS`` for ``CHANNEL_LAYER`` = redis, redis-pubsub or memory.
 
@@ -245,7 +257,7 @@ def channel_layers(kind, redis, group_expiry, capacity, prefix="asgi", max_conne
                 "CHANNEL_LAYER=redis-pubsub needs channels-redis >= 3.3; use CHANNEL_LAYER=redis"
             )
         # The pub/sub layer keeps no queues and no group expiry: only hosts and prefix apply.
-        hosts = compat.channel_layer_hosts(redis)
+        hosts = compat.channel_layer_hosts(redis, pubsub_layer_pool_options())
         return {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

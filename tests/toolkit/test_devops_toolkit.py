@@ -78,6 +78,26 @@ def test_the_overlay_keeps_the_project_and_sets_production(tmp_path):
     assert settings["proxy"] is None
 
 
+PUBSUB_HOSTS = """
+import django
+django.setup()
+from django.conf import settings
+[host] = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]
+print(settings.CHANNEL_LAYERS["default"]["BACKEND"], host["address"], [e.__module__ for e in host["retry_on_error"]])
+"""
+
+
+def test_the_overlays_pubsub_layer_reconnects_a_closed_connection(tmp_path):
+    # devops.env.pubsub_layer_pool_options, the bundled app's: app/deploy/tests/test_pubsub_reconnect.py
+    result = run(PUBSUB_HOSTS, tmp_path, CHANNEL_LAYER="redis-pubsub")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split(maxsplit=2) == [
+        "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "redis://:p%40ss%3A%2Fword@redis.internal:6379/0",
+        "['redis.exceptions']",
+    ]
+
+
 def test_the_overlay_behind_tls_trusts_the_proxy_header(tmp_path):
     result = run(SETTINGS, tmp_path, DJANGO_HTTPS="true", DJANGO_CSRF_TRUSTED_ORIGINS="https://chat.example.org")
     settings = json.loads(result.stdout)

@@ -15,6 +15,7 @@ from devops.env import (
     channel_layers,
     check_redis_url,
     database_from_url,
+    pubsub_layer_pool_options,
 )
 
 PRODUCTION_ENV = {
@@ -143,9 +144,14 @@ def test_redis_layer():
 
 @modern_only
 def test_pubsub_layer():
+    import redis
+
     assert channel_layers("redis-pubsub", "redis://h:1/0", 600, 50)["default"] == {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": ["redis://h:1/0"], "prefix": "asgi"},
+        "CONFIG": {
+            "hosts": [{"address": "redis://h:1/0", "retry_on_error": [redis.ConnectionError]}],
+            "prefix": "asgi",
+        },
     }
 
 
@@ -222,6 +228,8 @@ def test_sentinel_layers(kind):
     if kind == "redis":
         assert host["max_connections"] == 300
         assert host["socket_timeout"] == CORE_LAYER_POOL_OPTIONS["socket_timeout"]
+    else:  # the master's connections reconnect and retry once (test_pubsub_reconnect.py)
+        assert host["retry_on_error"] == pubsub_layer_pool_options()["retry_on_error"]
     pool = create_pool(host)
     assert isinstance(pool, SentinelConnectionPool)
     assert pool.service_name == "devops"

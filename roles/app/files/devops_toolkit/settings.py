@@ -81,6 +81,21 @@ def _redis_url():
     return f"redis://{auth}{host}:{_number('REDIS_PORT', 6379)}/{_number('REDIS_DB', 0)}"
 
 
+def _pubsub_host(url):
+    """The pub/sub layer's host: on channels-redis >= 4 (redis-py) a command that finds its connection
+    closed reconnects and runs once more. The layer's subscription connection goes unread while no
+    consumer of the process is subscribed; when Redis closed it meanwhile (a restart, a failover)
+    redis-py's default, no retry, failed the next SUBSCRIBE and with it the next websocket handshake
+    of each ASGI process."""
+    import channels_redis
+
+    if int(channels_redis.__version__.split(".")[0]) < 4:
+        return url
+    import redis
+
+    return {"address": url, "retry_on_error": [redis.ConnectionError]}
+
+
 def _channel_layer(kind):
     expiry, capacity = _number("CHANNELS_GROUP_EXPIRY", 86400), _number("CHANNELS_CAPACITY", 100)
     prefix = _get("CHANNELS_PREFIX", "asgi")
@@ -91,7 +106,7 @@ def _channel_layer(kind):
     if kind == "redis-pubsub":
         return {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": hosts, "prefix": prefix},
+            "CONFIG": {"hosts": [_pubsub_host(url) for url in hosts], "prefix": prefix},
         }
     if kind == "redis":
         config = {"hosts": hosts, "prefix": prefix, "group_expiry": expiry, "capacity": capacity}
