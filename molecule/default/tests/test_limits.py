@@ -95,9 +95,16 @@ def test_a_client_holding_too_many_websockets_gets_429_and_the_others_are_served
     assert held["after_closing_one"] == 101, held
 
 
+def asgi_pids(host, layout):
+    """The ASGI processes' pids (`supervisorctl pid` takes no group:*)."""
+    status = host.run("supervisorctl status %s", f"{layout['program']}:*").stdout
+    return re.findall(r"\bpid (\d+),", status)
+
+
 def asgi_rss(host, layout):
     """Resident memory of the ASGI processes together, in bytes."""
-    pids = host.check_output("supervisorctl pid %s", f"{layout['program']}:*").split()
+    pids = asgi_pids(host, layout)
+    assert pids, "no ASGI process running"
     return sum(int(kb) for kb in host.check_output("ps -o rss= -p %s", ",".join(pids)).split()) * 1024
 
 
@@ -110,7 +117,7 @@ def test_clients_that_do_not_read_leave_the_asgi_processes_memory_bounded(host, 
     # The bound: what each client may leave unread in the server, plus a full channel queue per process (the pub/sub
     # layer's is in the process), plus room for the processes' own allocations. Without the bounds the processes
     # hold every message sent to every client: clients * pushes * size, 180 MB here.
-    processes = len(host.check_output("supervisorctl pid %s", f"{layout['program']}:*").split())
+    processes = len(asgi_pids(host, layout))
     bound = clients * (int(layout["send_buffer_limit"]) + size) + processes * int(layout["channel_capacity"]) * size
     bound += 32 * 2**20
     before = asgi_rss(host, layout)
