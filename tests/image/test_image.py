@@ -274,12 +274,17 @@ def test_http_push_endpoint_uses_the_runtime_token(stack, app_secrets):
         assert response.status == 202
 
 
+def program_of(comm):
+    """The program a process name stands for: daphne runs as `python -m devops_toolkit.daphne`."""
+    return "daphne" if comm.startswith("python") else comm
+
+
 def test_only_what_binds_port_80_runs_as_root(stack, asgi_server, paths):
     lines = docker("exec", stack["name"], "ps", "-eo", "user:20,pid,ppid,comm", "--no-headers").stdout.splitlines()
     processes = [line.split() for line in lines]
     by_name = {}
     for user, pid, ppid, comm in processes:
-        by_name.setdefault(comm, []).append((user, int(pid), int(ppid)))
+        by_name.setdefault(program_of(comm), []).append((user, int(pid), int(ppid)))
     assert by_name["supervisord"] == [("root", 1, 0)]
     nginx_root = [p for p in by_name["nginx"] if p[0] == "root"]
     assert len(nginx_root) == 1 and nginx_root[0][2] == 1  # the master, child of supervisord
@@ -300,7 +305,8 @@ def test_the_containers_secrets_reach_the_app_processes_only(stack, asgi_server)
             continue
         # As the process's own user: the container has no CAP_SYS_PTRACE to read another user's environment.
         environ = docker("exec", "--user", user, stack["name"], "cat", f"/proc/{pid}/environ").stdout
-        leaked.setdefault(comm, set()).update(name for name, value in secrets.items() if f"={value}" in environ)
+        found = {name for name, value in secrets.items() if f"={value}" in environ}
+        leaked.setdefault(program_of(comm), set()).update(found)
     # supervisord has the container's environment (docker run -e), and the app's processes get it from there.
     assert leaked["supervisord"] == leaked[asgi_server] == leaked["uwsgi"] == set(secrets), leaked
     assert leaked["nginx"] == leaked.get("redis-server", set()) == set(), leaked
