@@ -8,6 +8,7 @@ artifacts/browser/.
 """
 
 import os
+import re
 import subprocess
 import time
 
@@ -87,7 +88,7 @@ def test_the_page_works_in_chromium_and_recovers_after_a_restart(host, layout, s
     page.wait_for_selector("#state[data-state=connected]", timeout=60000)
     console.outage = False
     page.wait_for_selector("#log li.push:has-text('pushed-while-down')", timeout=20000)
-    page.wait_for_selector("#log li.recovered:has-text('recovered 1 messages')", timeout=20000)
+    page.locator("#log li.recovered").filter(has_text=re.compile("^recovered 1 message$")).wait_for(timeout=20000)
     print(f"{host.backend.get_hostname()}: reconnected {time.monotonic() - started:.1f} s after the restart")
 
     lines = page.locator("#log li").all_inner_texts()

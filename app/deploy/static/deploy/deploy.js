@@ -111,7 +111,8 @@
       appendLine(frame.source === "push" ? "push" : "client", "#" + frame.seq + " " + time, String(frame.message));
     } else if (frame.type === "resumed") {
       if (frame.replayed > 0) {
-        appendLine("recovered", "", "recovered " + Number(frame.replayed) + " messages");
+        var count = Number(frame.replayed);
+        appendLine("recovered", "", "recovered " + count + (count === 1 ? " message" : " messages"));
       }
     } else if (frame.type === "gap") {
       appendLine("gap", "", "some messages were missed");
