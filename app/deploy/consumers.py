@@ -10,7 +10,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from deploy import history, metrics, origin
+from deploy import grants, history, metrics, origin
 from deploy.protocol import (
     InvalidInput,
     current_node,
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: Close code sent right after accepting a connection for an invalid service name.
 INVALID_SERVICE = 4400
+#: Close code sent right after accepting a connection without a valid grant (``deploy.grants``).
+NOT_GRANTED = 4403
 #: Close code of a drained node: reconnect at once (to another host) and resume.
 DRAINING = 4012
 #: Close code when missed messages cannot be read from the history: reconnect and resume.
@@ -127,6 +129,8 @@ class DeployConsumer(AsyncWebsocketConsumer):
     bad_frames = 0
     #: This connection's count in ``deploy_websockets_open`` (set once accepted).
     open_count = None
+    #: Whether the client may send messages (its grant and ``DEPLOY_CLIENT_WRITE_SERVICES``).
+    may_send = False
 
     async def dispatch(self, message):
         """Call the handler of ``message`` without closing old database connections first.
@@ -162,6 +166,15 @@ class DeployConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=INVALID_SERVICE)
             return
+        try:
+            self.may_send, subprotocol = grants.access(self.scope.get("subprotocols"), service)
+        except grants.Refused as exc:
+            logger.warning("refused websocket from %s for %s: %s", self.peer, service, exc)
+            metrics.WEBSOCKETS_REFUSED.labels("grant").inc()
+            # Accepted, then closed with a code the client can read (a refused handshake has none).
+            await self.accept(grants.offered(self.scope.get("subprotocols"))[1])
+            await self.close(code=NOT_GRANTED)
+            return
         self.service = service
         if settings.DEPLOY_CLIENT_FRAMES_PER_SECOND > 0:
             rate = settings.DEPLOY_CLIENT_FRAMES_PER_SECOND
@@ -172,7 +185,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.node_group = node_group(current_node())
         await self.channel_layer.group_add(self.node_group, self.channel_name)
-        await self.accept()
+        await self.accept(subprotocol)
         self.open_count = metrics.WEBSOCKETS_OPEN.labels(metrics.service_label(service))
         self.open_count.inc()
         if head is not None:
@@ -244,18 +257,21 @@ class DeployConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.group is None or self.closing:
-            return  # a frame that raced the 4400 close, or came after a limit closed the connection
+            return  # a frame that raced a 4400/4403 close, or came after a limit closed the connection
         if self.budget is not None and not self.budget.take():
             rate = settings.DEPLOY_CLIENT_FRAMES_PER_SECOND
             logger.warning("service %s: closed %s: over %s frames/s", self.service, self.peer, rate)
             metrics.FRAMES_REFUSED.labels("rate").inc()
             await self.close_for(TOO_MANY_FRAMES)
             return
+        reason = "read_only" if not self.may_send else "invalid"
         try:
+            if not self.may_send:
+                raise InvalidInput(f"this connection may not send to {self.service}")
             message = parse_client_frame(text_data)
         except InvalidInput as exc:
             logger.warning("service %s: refused frame from %s: %s", self.service, self.peer, exc)
-            metrics.FRAMES_REFUSED.labels("invalid").inc()
+            metrics.FRAMES_REFUSED.labels(reason).inc()
             await self.send_frame({"type": "error", "error": str(exc)})
             self.bad_frames += 1
             if 0 < settings.DEPLOY_CLIENT_BAD_FRAMES <= self.bad_frames:

@@ -49,7 +49,8 @@ WEBSOCKETS_OPEN = Gauge(
 )
 WEBSOCKETS_REFUSED = Counter(
     "deploy_websockets_refused",
-    "Websocket handshakes refused, by reason (origin: not the site's; service: a bad name)",
+    "Websocket handshakes refused, by reason (origin: not the site's; service: a bad name; "
+    "grant: no valid grant for the service)",
     ["reason"],
 )
 DELIVERIES = Counter(
@@ -71,8 +72,8 @@ PUSHES = Counter(
 )
 FRAMES_REFUSED = Counter(
     "deploy_frames_refused",
-    "Frames from websocket clients refused, by reason (invalid; rate: over the client's frame "
-    "budget, the connection is closed)",
+    "Frames from websocket clients refused, by reason (invalid; read_only: the connection may not "
+    "send; rate: over the client's frame budget, the connection is closed)",
     ["reason"],
 )
 RESUMES = Counter(

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 
 from django.conf import settings
 
+from devops.env import SERVICE_PATTERN
+
 SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 NODE_GROUP_PREFIX = "deploy.node."
 #: Characters channels refuses in group names; a node name's are replaced by "-".
@@ -35,6 +37,12 @@ def validate_service(service):
     """Raise ``InvalidInput`` unless ``service`` is 1-64 of ``A-Z a-z 0-9 _ . -``."""
     if not isinstance(service, str) or not SERVICE_NAME.fullmatch(service):
         raise InvalidInput(f"invalid service name {service!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+
+
+def validate_pattern(pattern):
+    """Raise ``InvalidInput`` unless ``pattern`` is 1-64 of ``A-Z a-z 0-9 _ . - *``."""
+    if not isinstance(pattern, str) or not SERVICE_PATTERN.fullmatch(pattern):
+        raise InvalidInput(f"invalid service pattern {pattern!r}: use 1-64 of A-Z a-z 0-9 _ . - *")
 
 
 def validate_message(message):

@@ -1,4 +1,4 @@
-"""HTTP views: the page, the health probes and the push endpoint."""
+"""HTTP views: the page and its grant, the health probes and the push endpoint."""
 
 import logging
 
@@ -7,9 +7,10 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.crypto import constant_time_compare
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
-from deploy import health, metrics
+from deploy import grants, health, metrics
 from deploy.protocol import InvalidInput, MessageTooLarge, loads, validate_service
 from deploy.push import send_channel_msg
 
@@ -19,7 +20,7 @@ DEFAULT_SERVICE = "tasks"
 
 
 def index(request):
-    return render(request, "deploy/index.html", {"service": DEFAULT_SERVICE})
+    return page(request, DEFAULT_SERVICE)
 
 
 def service_page(request, service):
@@ -27,7 +28,42 @@ def service_page(request, service):
         validate_service(service)
     except InvalidInput as exc:
         raise Http404(str(exc)) from None
-    return render(request, "deploy/index.html", {"service": service})
+    return page(request, service)
+
+
+def page(request, service):
+    context = {
+        "service": service,
+        "user": request.user,
+        "login_url": settings.LOGIN_URL,
+        "path": request.path,
+    }
+    return render(request, "deploy/index.html", context)
+
+
+@never_cache
+def grant(request, service):
+    """``GET /deploy/<service>/grant/``: the page's grant for its websocket (``deploy.grants``).
+
+    ``{"grant": "<token>" or null, "write": bool}``: null when websockets are open to anyone;
+    401 for a visitor who is not signed in, 403 without the ``deploy.read_stream`` permission.
+    """
+    try:
+        validate_service(service)
+    except InvalidInput as exc:
+        return error(404, str(exc))
+    may_send = grants.clients_may_send(service)
+    if settings.DEPLOY_WEBSOCKET_ACCESS == "open":
+        return JsonResponse({"grant": None, "write": may_send})
+    user = request.user
+    if not user.is_authenticated:
+        response = error(401, "sign in to read this service")
+        response["WWW-Authenticate"] = 'Session realm="deploy"'
+        return response
+    if not user.has_perm("deploy.read_stream"):
+        return error(403, f"{user.get_username()} may not read deploy messages")
+    write = may_send and user.has_perm("deploy.write_stream")
+    return JsonResponse({"grant": grants.issue(service, write=write), "write": write})
 
 
 def healthz(request):

@@ -1,7 +1,8 @@
 """ASGI entry point, served by daphne: ``daphne devops.asgi:application``.
 
-HTTP goes to Django's views; websockets get the session user attached and are routed by
-``devops.routing`` (the consumer checks their Origin: ``deploy.origin``).
+HTTP goes to Django's views; websockets are routed by ``devops.routing``. The consumer checks their
+Origin (``deploy.origin``) and their grant (``deploy.grants``): no session or user is attached to
+them, the page asks for its grant over HTTP as the signed-in user.
 """
 
 import os
@@ -10,10 +11,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "devops.settings")
 
 from deploy.compat import django_http_application  # noqa: E402
 
-# Set Django up before importing anything that touches models (the auth middleware does).
+# Set Django up before importing anything that touches models.
 http_application = django_http_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from devops.routing import websocket_urlpatterns  # noqa: E402
@@ -21,6 +21,6 @@ from devops.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": http_application,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

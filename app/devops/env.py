@@ -4,6 +4,7 @@ Every bad value raises ``ImproperlyConfigured`` naming the variable and what was
 process with a broken environment refuses to start with one clear line instead of misbehaving.
 """
 
+import re
 from urllib.parse import quote, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -14,6 +15,10 @@ TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 CHANNEL_LAYER_KINDS = ("redis", "redis-pubsub", "memory")
+ACCESS_MODES = ("grant", "open")
+#: Services named at once (grants, DEPLOY_CLIENT_WRITE_SERVICES): a name of 1-64 of A-Z a-z 0-9 _ . -
+#: (deploy.protocol), or a pattern of the same characters and ``*``.
+SERVICE_PATTERN = re.compile(r"[A-Za-z0-9_.*-]{1,64}")
 
 
 class Env:
@@ -53,6 +58,17 @@ class Env:
         """A comma separated list; blanks around items and empty items are dropped."""
         raw = self.environ.get(name, default)
         return [item.strip() for item in raw.split(",") if item.strip()]
+
+    def patterns(self, name, default=""):
+        """A comma separated list of service names or patterns with ``*`` (``SERVICE_PATTERN``)."""
+        patterns = self.csv(name, default)
+        for pattern in patterns:
+            if not SERVICE_PATTERN.fullmatch(pattern):
+                raise ImproperlyConfigured(
+                    f"{name}: {pattern!r} is not a service name or pattern: "
+                    "use 1-64 of A-Z a-z 0-9 _ . - *"
+                )
+        return patterns
 
     def choice(self, name, default, choices, normalize=str.lower):
         value = normalize(self.environ.get(name, default).strip())

@@ -11,7 +11,14 @@ import os.path
 from django.core.exceptions import ImproperlyConfigured
 
 from devops import compat
-from devops.env import CHANNEL_LAYER_KINDS, Env, channel_layers, database_from_url, logging_config
+from devops.env import (
+    ACCESS_MODES,
+    CHANNEL_LAYER_KINDS,
+    Env,
+    channel_layers,
+    database_from_url,
+    logging_config,
+)
 
 env = Env(os.environ)
 
@@ -66,11 +73,15 @@ TEMPLATES = [
 DATA_DIR = os.path.abspath(env.string("DJANGO_DATA_DIR", os.path.join(BASE_DIR, "var")))
 DEFAULT_DATABASE_URL = "sqlite://" + os.path.join(DATA_DIR, "db.sqlite3")
 DATABASES = {"default": database_from_url(env.string("DATABASE_URL", DEFAULT_DATABASE_URL))}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
 
 STATIC_URL = "/static/"
 STATIC_ROOT = env.string("STATIC_ROOT", os.path.join(BASE_DIR, "static"))
@@ -111,6 +122,13 @@ CHANNEL_LAYERS = channel_layers(
 
 # The deploy app.
 DEPLOY_PUSH_TOKEN = env.string("DEPLOY_PUSH_TOKEN").strip()
+# Who may read a service's websocket (deploy.grants): "grant" (a signed grant, from the page's grant
+# view or `manage.py grant`) or "open" (anyone who reaches the site).
+DEPLOY_WEBSOCKET_ACCESS = env.choice("DEPLOY_WEBSOCKET_ACCESS", "grant", ACCESS_MODES)
+# Services whose websocket clients may send (names, or patterns with *), with a grant that may send.
+DEPLOY_CLIENT_WRITE_SERVICES = env.patterns("DEPLOY_CLIENT_WRITE_SERVICES")
+# Seconds a grant of the page's grant view lasts (it is checked when a websocket opens).
+DEPLOY_GRANT_SECONDS = env.integer("DEPLOY_GRANT_SECONDS", 300, minimum=10)
 DEPLOY_MAX_MESSAGE_BYTES = env.integer("DEPLOY_MAX_MESSAGE_BYTES", 65536, minimum=1)
 # Frames a websocket client may send per second on average (0: no limit), and at once; over them the
 # connection is closed with 4429. After this many refused frames it is closed with 1008 (0: never).

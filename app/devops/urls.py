@@ -1,5 +1,6 @@
 """HTTP routes; the websocket routes are in ``devops.routing``."""
 
+from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 
 from deploy import views
@@ -9,6 +10,13 @@ from devops.compat import re_path
 urlpatterns = [
     re_path(r"^$", views.index, name="index"),
     re_path(r"^deploy/(?P<service>[^/]+)/$", views.service_page, name="service"),
+    re_path(r"^deploy/(?P<service>[^/]+)/grant/$", views.grant, name="grant"),
+    re_path(
+        r"^accounts/login/$",
+        auth_views.LoginView.as_view(template_name="deploy/login.html"),
+        name="login",
+    ),
+    re_path(r"^accounts/logout/$", auth_views.LogoutView.as_view(next_page="/"), name="logout"),
     re_path(r"^api/push/(?P<service>[^/]+)/$", views.push, name="push"),
     re_path(r"^healthz$", views.healthz, name="healthz"),
     re_path(r"^readyz$", views.readyz, name="readyz"),

@@ -4,6 +4,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from deploy.history import get_history
+from deploy.tests.helpers import grant_protocols
 from devops.asgi import application
 
 #: Seconds any single receive may take before the test fails.
@@ -23,14 +24,18 @@ async def connect():
     """Open websocket connections to ``/ws/deploy/<service>/`` through the full ASGI stack.
 
     ``await connect("tasks")`` returns an accepted communicator; all are disconnected afterwards.
+    It offers a grant for the service that may send (``write=False``: one that may only read).
     ``query`` is the URL's query string. With the history on, the ``hello`` frame is read and
     kept as ``communicator.hello`` unless ``hello=False``; it is None with the history off.
     """
     opened = []
 
-    async def open_connection(service, headers=SITE_HEADERS, query="", hello=True):
+    async def open_connection(service, headers=SITE_HEADERS, query="", hello=True, write=True):
         path = f"/ws/deploy/{service}/" + (f"?{query}" if query else "")
-        communicator = WebsocketCommunicator(application, path, headers=list(headers))
+        protocols = grant_protocols(service, write=write)
+        communicator = WebsocketCommunicator(
+            application, path, headers=list(headers), subprotocols=protocols
+        )
         opened.append(communicator)
         connected, _ = await communicator.connect(timeout=TIMEOUT)
         assert connected

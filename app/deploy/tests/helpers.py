@@ -9,7 +9,7 @@ from pathlib import Path
 import django
 import pytest
 
-from deploy import history
+from deploy import grants, history
 
 APP_DIR = Path(__file__).resolve().parents[2]
 
@@ -17,6 +17,11 @@ APP_DIR = Path(__file__).resolve().parents[2]
 modern_only = pytest.mark.skipif(
     django.VERSION < (4, 2), reason="checks the modern profile (Django 5.2, channels 4)"
 )
+
+
+def grant_protocols(service, write=True, seconds=60):
+    """The subprotocols a client offers with a fresh grant for ``service`` (``deploy.grants``)."""
+    return [grants.SUBPROTOCOL, grants.GRANT_PREFIX + grants.issue(service, write, seconds)]
 
 
 def free_port():

@@ -1,7 +1,9 @@
 // Runs deploy/static/deploy/deploy.js against a fake DOM, WebSocket and timer, then prints
 // what it did as JSON. Usage: node page_harness.js SCRIPT PROTOCOL HOST SERVICE [SCENARIO]
-// SCENARIO: "basic" (the default: frames, sending, backoff, 4400) or "resume" (positions,
-// duplicates, resumed/gap lines, the 4012 drain).
+// SCENARIO: "basic" (the default: frames, sending, backoff, 4400), "resume" (positions,
+// duplicates, resumed/gap lines, the 4012 drain), "read-only" (a grant that may not send),
+// "open" (no grant needed), "signed-out" (the grant view answers 401) or "grant-error" (500, then
+// a grant).
 "use strict";
 
 const fs = require("fs");
@@ -39,11 +41,51 @@ for (const id of ["deploy", "log", "state", "send-form", "message", "service-for
   elements[id] = new FakeElement(id);
 }
 elements.deploy.dataset.service = service;
+elements.deploy.dataset.grantUrl = `/deploy/${service}/grant/`;
+
+// fetch() of the grant view, answered at once: a thenable that calls back synchronously, so the
+// scenarios read like the sequence of events they check.
+function settled(value, failed) {
+  return {
+    then(onValue, onError) {
+      const callback = failed ? onError : onValue;
+      if (!callback) return this;
+      try {
+        const next = callback(value);
+        return next && typeof next.then === "function" ? next : settled(next, false);
+      } catch (error) {
+        return settled(error, true);
+      }
+    },
+    catch(onError) {
+      return this.then(null, onError);
+    },
+  };
+}
+const grantAnswers = {
+  basic: [{ status: 200, body: { grant: "TOKEN.sig", write: true } }],
+  resume: [{ status: 200, body: { grant: "TOKEN.sig", write: true } }],
+  "read-only": [{ status: 200, body: { grant: "TOKEN.sig", write: false } }],
+  open: [{ status: 200, body: { grant: null, write: true } }],
+  "signed-out": [{ status: 401, body: { error: "sign in to read this service" } }],
+  "grant-error": [{ status: 500, body: { error: "boom" } }, { status: 200, body: { grant: "T2.sig", write: true } }],
+}[scenario];
+const fetches = [];
+function fakeFetch(url, options) {
+  fetches.push({ url, credentials: options.credentials, cache: options.cache });
+  const answer = grantAnswers.length > 1 ? grantAnswers.shift() : grantAnswers[0];
+  return settled({
+    status: answer.status,
+    ok: answer.status >= 200 && answer.status < 300,
+    json: () => settled(answer.body, false),
+  });
+}
 
 const sockets = [];
 class FakeWebSocket {
-  constructor(url) {
+  constructor(url, protocols) {
     this.url = url;
+    this.protocols = protocols;
     this.sent = [];
     this.readyState = 0;
     sockets.push(this);
@@ -59,6 +101,7 @@ const assigned = [];
 const window = {
   location: { protocol, host, assign: (url) => assigned.push(url) },
   setTimeout: (callback, delay) => timers.push({ callback, delay }),
+  fetch: fakeFetch,
 };
 const document = {
   getElementById: (id) => elements[id],
@@ -187,5 +230,23 @@ function resumeScenario() {
   return result;
 }
 
-const result = scenario === "resume" ? resumeScenario() : basicScenario();
+// What the page did with the grant view's answers: sockets opened and with which subprotocols,
+// whether the send form shows, the state, and the retries scheduled.
+function grantScenario() {
+  const result = { states: [elements.state.textContent], delays: [] };
+  while (sockets.length === 0 && timers.length > 0) {
+    const timer = timers.shift();
+    result.delays.push(timer.delay);
+    timer.callback();
+    result.states.push(elements.state.textContent);
+  }
+  result.protocols = sockets.map((socket) => socket.protocols);
+  result.sendFormHidden = elements["send-form"].hidden;
+  result.timersLeft = timers.length;
+  return result;
+}
+
+const scenarios = { basic: basicScenario, resume: resumeScenario };
+const result = (scenarios[scenario] || grantScenario)();
+result.fetches = fetches;
 process.stdout.write(JSON.stringify(result));

@@ -1,4 +1,4 @@
-"""The websocket consumer through the full ASGI stack (origin check, auth, routing)."""
+"""The websocket consumer through the full ASGI stack (origin check, grant, routing)."""
 
 import json
 import logging

@@ -26,7 +26,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from deploy.tests.conftest import SITE_HEADERS, TIMEOUT
-from deploy.tests.helpers import free_port, modern_only
+from deploy.tests.helpers import free_port, grant_protocols, modern_only
 from devops.asgi import application
 from devops.env import channel_layers
 
@@ -107,7 +107,11 @@ async def test_hundreds_of_idle_consumers_survive_and_receive(redis_url, setting
         settings.CHANNEL_LAYERS = old_layers(host, prefix)
     path = "/ws/deploy/idle/"
     headers = list(SITE_HEADERS)
-    clients = [WebsocketCommunicator(application, path, headers=headers) for _ in range(CLIENTS)]
+    protocols = grant_protocols("idle")
+    clients = [
+        WebsocketCommunicator(application, path, headers=headers, subprotocols=protocols)
+        for _ in range(CLIENTS)
+    ]
     try:
         connected = await asyncio.gather(*(client.connect(timeout=TIMEOUT) for client in clients))
         assert all(accepted for accepted, _ in connected)

@@ -27,7 +27,7 @@ from deploy import history
 from deploy.protocol import FRAME_OVERHEAD
 from deploy.push import send_channel_msg
 from deploy.tests.conftest import TIMEOUT
-from deploy.tests.helpers import APP_DIR, free_port, manage, needs_history
+from deploy.tests.helpers import APP_DIR, free_port, grant_protocols, manage, needs_history
 from devops.env import channel_layers
 
 pytestmark = pytest.mark.live
@@ -214,6 +214,7 @@ async def open_client(daphne):
         client = await websocket_connect(
             f"ws://{daphne}/ws/deploy/{service}/" + (f"?{query}" if query else ""),
             origin=f"http://{daphne}",
+            subprotocols=grant_protocols(service),
             open_timeout=TIMEOUT,
             close_timeout=TIMEOUT,
         )
@@ -304,7 +305,10 @@ async def test_a_message_over_the_limit_is_refused_by_daphne_itself_when_limited
 
     async def answer(base):
         async with websocket_connect(
-            f"ws://{base}/ws/deploy/{service}/", origin=f"http://{base}", open_timeout=TIMEOUT
+            f"ws://{base}/ws/deploy/{service}/",
+            origin=f"http://{base}",
+            subprotocols=grant_protocols(service),
+            open_timeout=TIMEOUT,
         ) as client:
             if history.AVAILABLE:
                 await receive(client)  # hello
@@ -332,6 +336,7 @@ async def test_the_largest_message_reaches_a_client_of_a_limited_daphne(limited_
     async with websocket_connect(
         f"ws://{limited_daphne}/ws/deploy/{service}/",
         origin=f"http://{limited_daphne}",
+        subprotocols=grant_protocols(service),
         open_timeout=TIMEOUT,
         max_size=None,
     ) as client:

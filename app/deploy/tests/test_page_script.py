@@ -117,3 +117,37 @@ def test_drain_close_reconnects_within_a_second_without_backoff(resumed_page):
     assert len(set(drains)) > 1
     # The ordinary backoff starts from its first step after the drains.
     assert 0 <= resumed_page["delays"][0] <= 500
+
+
+def test_offers_the_grant_it_was_given_as_a_subprotocol():
+    page = run_page("https:", scenario="read-only")
+    assert page["fetches"] == [
+        {"url": "/deploy/tasks/grant/", "credentials": "same-origin", "cache": "no-store"}
+    ]
+    assert page["protocols"] == [["deploy", "grant.TOKEN.sig"]]
+    assert page["sendFormHidden"] is True  # the grant may not send
+
+
+def test_offers_no_subprotocol_when_websockets_are_open():
+    page = run_page("https:", scenario="open")
+    assert page["protocols"] == [[]]
+    assert page["sendFormHidden"] is False
+
+
+def test_every_connection_asks_for_a_fresh_grant():
+    page = run_page("https:")  # basic: ten reconnects after the first connection
+    assert len(page["fetches"]) == page["socketsOpened"] == 11
+
+
+def test_a_visitor_who_is_not_signed_in_is_told_so_and_nothing_is_retried():
+    page = run_page("https:", scenario="signed-out")
+    assert page["protocols"] == []
+    assert page["states"] == ["closed: sign in to read this service"]
+    assert page["timersLeft"] == 0
+
+
+def test_a_failed_grant_request_is_retried_with_backoff():
+    page = run_page("https:", scenario="grant-error")
+    assert page["states"][0].startswith("reconnecting in ")
+    assert len(page["fetches"]) == 2
+    assert page["protocols"] == [["deploy", "grant.T2.sig"]]

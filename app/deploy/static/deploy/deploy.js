@@ -2,6 +2,8 @@
 // Message text is only ever set with textContent, never parsed as HTML.
 // With the server's history on, the page keeps its position (the last message id and its epoch)
 // and reconnects with ?after=<id>&epoch=<epoch> to get what it missed (docs/architecture.md).
+// Before each connection it asks the grant view for a grant as the signed-in user and offers it as
+// the subprotocol "grant.<token>" (deploy.grants); without one the page asks the visitor to sign in.
 (function () {
   "use strict";
 
@@ -13,6 +15,7 @@
 
   var root = document.getElementById("deploy");
   var service = root.dataset.service;
+  var grantUrl = root.dataset.grantUrl;
   var log = document.getElementById("log");
   var state = document.getElementById("state");
   var sendForm = document.getElementById("send-form");
@@ -121,33 +124,57 @@
     }
   }
 
+  function retry() {
+    var delay = reconnectDelay();
+    attempts += 1;
+    setState("reconnecting", "reconnecting in " + Math.ceil(delay / 1000) + " s");
+    window.setTimeout(connect, delay);
+  }
+
   function onClose(event) {
     socket = null;
     if (event.code === INVALID_SERVICE) {
       setState("closed", "closed: invalid service name");
       return;
     }
-    var delay;
     if (event.code === DRAINING) {
       // The server is going away: reconnect now (to another host), spread over a second.
-      delay = Math.round(Math.random() * DRAIN_DELAY_MS);
-    } else {
-      delay = reconnectDelay();
-      attempts += 1;
+      var delay = Math.round(Math.random() * DRAIN_DELAY_MS);
+      setState("reconnecting", "reconnecting in " + Math.ceil(delay / 1000) + " s");
+      window.setTimeout(connect, delay);
+      return;
     }
-    setState("reconnecting", "reconnecting in " + Math.ceil(delay / 1000) + " s");
-    window.setTimeout(connect, delay);
+    retry(); // 4403 (no valid grant) included: it expired meanwhile, the next one is asked for
   }
 
-  function connect() {
-    setState("connecting");
-    socket = new WebSocket(socketUrl());
+  // {grant: "<token>" or null (open to anyone), write: bool} from the grant view.
+  function open(grant) {
+    sendForm.hidden = !grant.write;
+    socket = new WebSocket(socketUrl(), grant.grant ? ["deploy", "grant." + grant.grant] : []);
     socket.onopen = function () {
       attempts = 0;
       setState("connected");
     };
     socket.onmessage = onMessage;
     socket.onclose = onClose;
+  }
+
+  function connect() {
+    setState("connecting");
+    window
+      .fetch(grantUrl, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (response.status === 401 || response.status === 403) {
+          return response.json().then(function (body) {
+            setState("closed", "closed: " + String(body.error || "not allowed to read this service"));
+          });
+        }
+        if (!response.ok) {
+          throw new Error("grant: HTTP " + response.status);
+        }
+        return response.json().then(open);
+      })
+      .catch(retry);
   }
 
   sendForm.addEventListener("submit", function (event) {
