@@ -257,7 +257,7 @@ class DeployConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.group is None or self.closing:
-            return  # a frame that raced a 4400/4403 close, or came after a limit closed the connection
+            return  # a frame that raced a 4400/4403 close, or came after a limit closed it
         if self.budget is not None and not self.budget.take():
             rate = settings.DEPLOY_CLIENT_FRAMES_PER_SECOND
             logger.warning("service %s: closed %s: over %s frames/s", self.service, self.peer, rate)

@@ -42,7 +42,8 @@ class Refused(Exception):
 
 
 class Grant:
-    """What a valid grant allows: reading the services matching ``pattern``, sending if ``write``."""
+    """What a valid grant allows: reading the services matching ``pattern``; sending if ``write``
+    (to services that let clients send)."""
 
     def __init__(self, pattern, write, expires):
         self.pattern, self.write, self.expires = pattern, write, expires

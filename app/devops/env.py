@@ -16,8 +16,8 @@ FALSE_WORDS = ("false", "0", "no")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 CHANNEL_LAYER_KINDS = ("redis", "redis-pubsub", "memory")
 ACCESS_MODES = ("grant", "open")
-#: Services named at once (grants, DEPLOY_CLIENT_WRITE_SERVICES): a name of 1-64 of A-Z a-z 0-9 _ . -
-#: (deploy.protocol), or a pattern of the same characters and ``*``.
+#: Services named at once (grants, DEPLOY_CLIENT_WRITE_SERVICES): a name of 1-64 of
+#: A-Z a-z 0-9 _ . - (deploy.protocol), or a pattern of the same characters and ``*``.
 SERVICE_PATTERN = re.compile(r"[A-Za-z0-9_.*-]{1,64}")
 
 

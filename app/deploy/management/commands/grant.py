@@ -15,7 +15,10 @@ DEFAULT_SECONDS = 3600
 
 
 class Command(BaseCommand):
-    help = "Print a grant that lets a websocket client read a service (or services: *) and, with --write, send."
+    help = (
+        "Print a grant that lets a websocket client read a service (or services: *) "
+        "and, with --write, send."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -30,7 +33,7 @@ class Command(BaseCommand):
             "--seconds",
             type=int,
             default=DEFAULT_SECONDS,
-            help=f"how long the grant lasts (default {DEFAULT_SECONDS}, at most {grants.MAX_SECONDS})",
+            help=f"seconds it lasts (default {DEFAULT_SECONDS}, at most {grants.MAX_SECONDS})",
         )
 
     def handle(self, *args, **options):
