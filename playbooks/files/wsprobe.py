@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """A dependency-free websocket probe for smoke checks and tests on deployed hosts.
 
-    wsprobe.py roundtrip URL [--timeout S]          send a unique message, expect it back (exit 0)
+    wsprobe.py roundtrip URL [--timeout S]          send a unique message, expect it back (exit 0; an error frame
+                                                    instead: exit 4)
     wsprobe.py listen URL --count N [--timeout S]   print N received frames as JSON lines (not hello/resumed/gap)
     wsprobe.py send URL MESSAGE                     send one message and wait for its echo
     wsprobe.py flood URL --count N [--timeout S]    send N messages at once, then read until the server
                                                     closes (exit 3) or the timeout (exit 0, {"sent": N})
 
 Frames are JSON objects {"message": "..."}; --field names another key.
+
+A grant (the bundled app's `<user>-manage grant SERVICE`, for reading, `--write` for sending) is offered
+as the subprotocols "deploy, grant.<token>": --grant TOKEN, or the environment variable WSPROBE_GRANT (not
+shown by ps).
 
 URL is ws://host[:port]/path (TLS via wss:// with the system CAs, or --insecure; --unix PATH talks
 to a unix socket, such as one daphne process's, instead of TCP). Standard library only, so it runs
@@ -31,6 +36,10 @@ class Closed(Exception):
     """The server closed the connection (args: close code, reason)."""
 
 
+class Refused(Exception):
+    """The server answered a sent message with an error frame (args: its error)."""
+
+
 # A server that ends a connection while the client is still sending (a frame over its size limit) may reset it
 # before the client reads the close frame: the client sees a reset, and it is the same answer.
 # (Over TLS: the connection ends without TLS's own close, an SSLEOFError.)
@@ -38,7 +47,7 @@ RESET = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
 
 
 class WebSocket:
-    def __init__(self, url, timeout, origin=None, insecure=False, unix=None, host=None):
+    def __init__(self, url, timeout, origin=None, insecure=False, unix=None, host=None, grant=None):
         parts = urlsplit(url)
         secure = parts.scheme == "wss"
         port = parts.port or (443 if secure else 80)
@@ -60,10 +69,11 @@ class WebSocket:
         key = base64.b64encode(os.urandom(16)).decode()
         host = host or parts.netloc.rsplit("@", 1)[-1]
         origin = origin or "{}://{}".format("https" if secure else "http", host)
+        protocols = f"Sec-WebSocket-Protocol: deploy, grant.{grant}\r\n" if grant else ""
         request = (
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nOrigin: {}\r\n\r\n".format(
-                parts.path or "/", host, key, origin
+            "Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nOrigin: {}\r\n{}\r\n".format(
+                parts.path or "/", host, key, origin, protocols
             )
         )
         sock.sendall(request.encode())
@@ -153,11 +163,13 @@ def is_control(text):
 
 
 def wait_for(ws, message, field="message"):
-    """Read frames until the one whose `field` is `message`; return it as a dict."""
+    """Read frames until the one whose `field` is `message`; return it as a dict. `Refused` on an error frame."""
     while True:
         frame = json.loads(ws.recv_text())
         if frame.get(field) == message:
             return frame
+        if frame.get("type") == "error":
+            raise Refused(frame.get("error"))
 
 
 def main(argv=None):
@@ -173,9 +185,10 @@ def main(argv=None):
     parser.add_argument("--ready-file", help="listen: create this file once connected")
     parser.add_argument("--host", help="the Host header (and origin), when the URL names an address")
     parser.add_argument("--field", default="message", help='the frame key: {"<field>": "..."}')
+    parser.add_argument("--grant", default=os.environ.get("WSPROBE_GRANT"), help="offer this grant (the app's)")
     args = parser.parse_args(argv)
     try:
-        ws = WebSocket(args.url, args.timeout, args.origin, args.insecure, args.unix, args.host)
+        ws = WebSocket(args.url, args.timeout, args.origin, args.insecure, args.unix, args.host, args.grant)
         if args.command == "flood":
             for n in range(args.count):
                 ws.send_text(json.dumps({args.field: f"flood-{n}"}))
@@ -205,6 +218,9 @@ def main(argv=None):
     except Closed as exc:
         print(json.dumps({"closed": exc.args[0], "reason": exc.args[1]}), flush=True)
         return 3
+    except Refused as exc:
+        print(json.dumps({"refused": exc.args[0]}), flush=True)
+        return 4
     except (OSError, ValueError) as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1

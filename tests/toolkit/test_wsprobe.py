@@ -23,10 +23,12 @@ def load_probe():
     return module
 
 
-def handshake(conn):
+def handshake(conn, requests=None):
     request = b""
     while b"\r\n\r\n" not in request:
         request += conn.recv(4096)
+    if requests is not None:
+        requests.append(request)
     key = next(
         line.split(b":", 1)[1].strip()
         for line in request.split(b"\r\n")
@@ -43,11 +45,11 @@ def handshake(conn):
 def server():
     """A one-connection server; the test gives it what to do after the handshake."""
     listener = socket.create_server(("127.0.0.1", 0))
-    behaviour = {}
+    behaviour = {"requests": []}
 
     def serve():
         conn, _ = listener.accept()
-        handshake(conn)
+        handshake(conn, behaviour["requests"])
         behaviour["after"](conn)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -92,3 +94,22 @@ def test_a_server_that_never_answers_the_message_is_a_failure_not_a_close(server
     rc = load_probe().main(["send", f"ws://127.0.0.1:{port}/ws/", "hello", "--timeout", "1"])
     out = json.loads(capsys.readouterr().out.splitlines()[0])
     assert rc == 1 and "timeout" in out["error"].lower(), out
+
+
+@pytest.mark.parametrize("how", ["option", "environment", "none"])
+def test_a_grant_is_offered_as_a_subprotocol(server, capsys, monkeypatch, how):
+    port, behaviour, thread = server
+    behaviour["after"] = close_frame
+    thread.start()
+    args = ["send", f"ws://127.0.0.1:{port}/ws/", "hello", "--timeout", "10"]
+    monkeypatch.delenv("WSPROBE_GRANT", raising=False)
+    if how == "option":
+        args += ["--grant", "abc.DEF-1_x"]
+    elif how == "environment":
+        monkeypatch.setenv("WSPROBE_GRANT", "abc.DEF-1_x")
+    load_probe().main(args)
+    capsys.readouterr()
+    headers = [line.lower() for line in behaviour["requests"][0].split(b"\r\n")]
+    offered = [line for line in headers if line.startswith(b"sec-websocket-protocol:")]
+    expected = [] if how == "none" else [b"sec-websocket-protocol: deploy, grant.abc.def-1_x"]
+    assert offered == expected

@@ -8,6 +8,8 @@ limits; prints one JSON object.
                                                           close one, and another
     limits_probe.py idle ADDRESS PATH COUNT WAIT READY    open COUNT websockets that never read (a 4 KiB receive
                                                           buffer), touch READY, hold them WAIT s
+
+Websockets offer the grant in the environment variable LIMITS_PROBE_GRANT (the app's `manage.py grant`).
 """
 
 import base64
@@ -29,9 +31,11 @@ def handshake(address, path, receive_buffer=0):
     sock.settimeout(10)
     sock.connect((address, 80))
     key = base64.b64encode(os.urandom(16)).decode()
+    grant = os.environ.get("LIMITS_PROBE_GRANT")
+    protocols = f"Sec-WebSocket-Protocol: deploy, grant.{grant}\r\n" if grant else ""
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://localhost\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://localhost\r\n{protocols}\r\n".encode()
     )
     head = b""
     while b"\r\n" not in head:

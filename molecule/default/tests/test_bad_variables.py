@@ -27,6 +27,7 @@ PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirn
         ("nginx_listen_port=0", "nginx_listen_port"),
         ("app_secret_key=" + "k" * 49, "app_secret_key needs >= 50"),
         ("app_push_token=" + "t" * 31, "app_push_token"),
+        ('{"app_client_write_services": ["smoke", "bad name"]}', "each of app_client_write_services"),
     ],
 )
 def test_invalid_value_fails_before_any_change(extra_vars, message):

@@ -35,6 +35,12 @@ def index(host):
     return body
 
 
+def roundtrip(host, service):
+    """A websocket round trip through nginx with a grant for the service that may send."""
+    grant = host.check_output("devops-manage grant %s --write", service)
+    return host.run(f"WSPROBE_GRANT={grant} /usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/{service}/")
+
+
 def wait_for_index(host, present, marker, seconds=60):
     """uwsgi's master notices the touched reload file on its next cycle, then replaces workers one by one."""
     deadline = time.monotonic() + seconds
@@ -68,7 +74,9 @@ def test_deploy_then_rollback(tmp_path):
         # and the programs stay the same.
         'asgi_websocket_max_message_bytes: "{{ app_max_message_bytes | int + 1024 }}"\n'
         "app_extra_env: >-\n"
-        "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token,\n"
+        "  {{ {'DEPLOY_CLIENT_WRITE_SERVICES': app_client_write_services | join(','),\n"
+        "      'DEPLOY_GRANT_SECONDS': app_grant_seconds, 'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes,\n"
+        "      'DEPLOY_PUSH_TOKEN': app_push_token, 'DEPLOY_WEBSOCKET_ACCESS': app_websocket_access,\n"
         "      'PROMETHEUS_MULTIPROC_DIR': app_run_dir ~ '/metrics'}\n"
         "     | combine({'DEPLOY_HISTORY_LENGTH': app_history_length,\n"
         "                'DEPLOY_HISTORY_REPLICAS': app_history_replicas} if app_profile == 'modern' else {}) }}\n"
@@ -78,9 +86,9 @@ def test_deploy_then_rollback(tmp_path):
     assert after != before
     wait_for_index(host, True, marker)
     assert host.check_output("supervisorctl pid %s", uwsgi) == uwsgi_master, "uwsgi was restarted, not chain-reloaded"
-    assert host.run("/usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/after-deploy/").rc == 0
+    assert roundtrip(host, "t-after-deploy").rc == 0
 
     output = deploy("-e", "app_rollback=true")
     assert host.check_output("readlink %s", current) == before, output[-3000:]
     wait_for_index(host, False, marker)
-    assert host.run("/usr/local/bin/wsprobe roundtrip ws://localhost/ws/deploy/after-rollback/").rc == 0
+    assert roundtrip(host, "t-after-rollback").rc == 0

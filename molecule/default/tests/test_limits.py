@@ -35,8 +35,9 @@ def rate_limit(config, zone):
     return int(rate[1]), int(burst[1])
 
 
-def probe(host, *args):
-    out = host.check_output("python3 -c %s" + " %s" * len(args), PROBE, *map(str, args))
+def probe(host, *args, grant=""):
+    """Run limits_probe.py on the host; its websockets offer `grant`."""
+    out = host.check_output("LIMITS_PROBE_GRANT=%s python3 -c %s" + " %s" * len(args), grant, PROBE, *map(str, args))
     result = json.loads(out)
     if "statuses" in result:
         result["statuses"] = {int(status): n for status, n in result["statuses"].items()}
@@ -72,23 +73,28 @@ def test_a_client_flooding_the_api_gets_429_and_the_others_are_served(host, layo
     assert 429 not in again["statuses"], again
 
 
-def test_a_client_opening_websockets_too_fast_gets_429_and_the_others_are_served(host, nginx_config, attacker, service):
+def test_a_client_opening_websockets_too_fast_gets_429_and_the_others_are_served(
+    host, nginx_config, attacker, service, grant
+):
     rate, burst = rate_limit(nginx_config, "ws_handshakes")
     path = f"/ws/deploy/{service}/"
-    storm = probe(host, "handshakes", attacker, path, burst + 4 * rate + 50)
+    storm = probe(host, "handshakes", attacker, path, burst + 4 * rate + 50, grant=grant)
     assert set(storm["statuses"]) == {101, 429}, storm
     assert storm["statuses"][101] <= burst + rate * storm["seconds"] + 2, storm
-    assert probe(host, "handshakes", "127.0.0.1", path, 1)["statuses"] == {101: 1}
+    assert probe(host, "handshakes", "127.0.0.1", path, 1, grant=grant)["statuses"] == {101: 1}
     host.run("sleep %s", str(burst / rate + 1))
-    assert probe(host, "handshakes", attacker, path, 1)["statuses"] == {101: 1}
+    assert probe(host, "handshakes", attacker, path, 1, grant=grant)["statuses"] == {101: 1}
 
 
-def test_a_client_holding_too_many_websockets_gets_429_and_the_others_are_served(host, nginx_config, attacker, service):
+def test_a_client_holding_too_many_websockets_gets_429_and_the_others_are_served(
+    host, nginx_config, attacker, service, grant
+):
     limit = re.search(r"limit_conn \w+_ws_connections (\d+);", nginx_config)
     assert limit, "nginx has no limit on a client's websockets"
     rate, burst = rate_limit(nginx_config, "ws_handshakes")
     # Open the limit's worth (pacing the handshakes), wait until the handshake budget is whole again, try one more.
-    held = probe(host, "hold", attacker, f"/ws/deploy/{service}/", int(limit[1]), burst / rate + 1)
+    # With the grant: a websocket the app refuses is closed at once and would free its place.
+    held = probe(host, "hold", attacker, f"/ws/deploy/{service}/", int(limit[1]), burst / rate + 1, grant=grant)
     assert held["opened"] == int(limit[1]), held
     assert held["other_client"] == 101, held
     assert held["over_the_limit"] == 429, held
@@ -108,7 +114,7 @@ def asgi_rss(host, layout):
     return sum(int(kb) for kb in host.check_output("ps -o rss= -p %s", ",".join(pids)).split()) * 1024
 
 
-def test_clients_that_do_not_read_leave_the_asgi_processes_memory_bounded(host, layout, service):
+def test_clients_that_do_not_read_leave_the_asgi_processes_memory_bounded(host, layout, service, grant, wsprobe):
     if not push_token(host, layout):
         pytest.skip("a project without the bundled app's pushes")
     clients, pushes = 10, 300
@@ -123,7 +129,8 @@ def test_clients_that_do_not_read_leave_the_asgi_processes_memory_bounded(host, 
     before = asgi_rss(host, layout)
     host.check_output(
         "sh -c %s",
-        f"python3 -c {shlex.quote(PROBE)} idle 127.0.0.1 /ws/deploy/{service}/ {clients} 90 {ready} "
+        f"LIMITS_PROBE_GRANT={grant} python3 -c {shlex.quote(PROBE)} idle 127.0.0.1 /ws/deploy/{service}/ {clients} 90 "
+        f"{ready} "
         f"> /tmp/{service}.idle.out 2>&1 &",
     )
     try:
@@ -147,7 +154,7 @@ def test_clients_that_do_not_read_leave_the_asgi_processes_memory_bounded(host, 
         other = f"{service}-reader"
         received = host.check_output(
             "bash -c %s",
-            f"cd /tmp; /usr/local/bin/wsprobe listen {WS.format(service=other)} --count 1 --timeout 30 "
+            f"cd /tmp; {wsprobe} listen {WS.format(service=other)} --count 1 --timeout 30 "
             f"--ready-file {other}.ready > {other}.out & "
             f"for i in $(seq 100); do [ -e {other}.ready ] && break; sleep 0.1; done; "
             f"echo served | {manage} push {other} - >/dev/null; wait; cat {other}.out",

@@ -1,14 +1,17 @@
 """The bundled app's page in a real browser: headless Chromium (Debian's package) driven by Playwright, from the
 controller, through the port the scenario publishes on 127.0.0.1 for each host's nginx (molecule.yml).
 
-The page must load with its security headers and no console error, connect, show a message pushed by the server
-and one sent from its own form, and come back by itself after the ASGI processes restart, showing what it recovered
-from the history: the message pushed while they were down (the legacy profile keeps no history: there it is lost).
+The page must load with its security headers, ask a visitor who is not signed in to sign in, and once signed in (a
+user with the deploy.read_stream and write_stream permissions) obtain its grant and connect with no console error,
+show a message pushed by the server and one sent from its own form, and come back by itself after the ASGI processes
+restart, showing what it recovered from the history: the message pushed while they were down (the legacy profile
+keeps no history: there it is lost).
 A screenshot of each host's page is kept in artifacts/browser/.
 """
 
 import os
 import re
+import secrets
 import subprocess
 import time
 
@@ -42,6 +45,18 @@ def browser():
         browser.close()
 
 
+def browser_user(host, manage):
+    """(name, password) of a user of the host's app who may read and send (deploy.read_stream, write_stream)."""
+    password = secrets.token_urlsafe(16)
+    script = (
+        "import sys; from django.contrib.auth.models import Permission, User; "
+        "user = User.objects.get_or_create(username='browser-check')[0]; user.set_password(sys.stdin.read()); "
+        "user.save(); user.user_permissions.set(Permission.objects.filter(content_type__app_label='deploy'))"
+    )
+    host.check_output("printf %%s %s | %s shell -c %s", password, manage, script)
+    return "browser-check", password
+
+
 class Console:
     """Every console error and uncaught exception of a page, and whether the server was meant to be down."""
 
@@ -69,7 +84,17 @@ def test_the_page_works_in_chromium_and_recovers_after_a_restart(host, layout, s
     assert "default-src 'self'" in headers.get("content-security-policy", ""), headers
     assert "permissions-policy" in headers, headers
 
+    # Signed out: the grant view answers 401 (which Chromium logs) and the page asks the visitor to sign in.
+    page.wait_for_selector("#state[data-state=closed]:has-text('sign in')", timeout=20000)
+    username, password = browser_user(host, manage)
+    page.click("#sign-in")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("#login button")
+    page.wait_for_url(f"{url}/deploy/{service}/")
+    console.errors.clear()
     page.wait_for_selector("#state[data-state=connected]", timeout=20000)
+    assert page.locator("#account").inner_text().startswith(f"Signed in as {username}")
     host.check_output("%s push %s %s", manage, service, "pushed-by-the-server")
     page.wait_for_selector("#log li.push:has-text('pushed-by-the-server')", timeout=20000)
     page.fill("#message", "sent-from-the-page")

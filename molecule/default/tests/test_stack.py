@@ -213,7 +213,7 @@ SCRAPE = shlex.quote(
 )
 
 
-def test_metrics_count_the_open_websockets_of_every_process_and_the_pushes(host, layout, service):
+def test_metrics_count_the_open_websockets_of_every_process_and_the_pushes(host, layout, service, wsprobe):
     # Three clients on whichever ASGI processes nginx picks, the page served by a uwsgi worker: the counts of every
     # process added up (prometheus_client's multiprocess mode, in the app's runtime directory).
     url, manage = WS.format(service=service), f"{layout['project']}-manage"
@@ -223,7 +223,7 @@ def test_metrics_count_the_open_websockets_of_every_process_and_the_pushes(host,
 set -e
 cd /tmp
 for c in a b c; do
-  /usr/local/bin/wsprobe listen {url} --count 1 --timeout 60 --ready-file {service}.m$c.ready > /dev/null &
+  {wsprobe} listen {url} --count 1 --timeout 60 --ready-file {service}.m$c.ready > /dev/null &
 done
 for i in $(seq 150); do
   [ -e {service}.ma.ready ] && [ -e {service}.mb.ready ] && [ -e {service}.mc.ready ] && break
@@ -332,18 +332,18 @@ def test_logrotate_rotates_nginx_logs_and_nginx_writes_the_new_ones(host):
         pytest.fail("nginx did not write to the new access.log after the rotation")
 
 
-def test_websocket_is_answered_by_the_asgi_server(host, layout, service):
-    out = host.check_output("/usr/local/bin/wsprobe roundtrip %s", WS.format(service=service))
+def test_websocket_is_answered_by_the_asgi_server(host, layout, service, wsprobe):
+    out = host.check_output(f"{wsprobe} roundtrip %s", WS.format(service=service))
     assert frames(out)[0]["service"] == service
     # daphne writes an access log file per process; uvicorn logs requests to the process log.
     logs = host.check_output("cat %s/%s-*.log", layout["log_dir"], layout["program"])
     assert f"/ws/deploy/{service}/" in logs
 
 
-def test_daphne_access_log_lines_have_the_chosen_format(host, layout, service):
+def test_daphne_access_log_lines_have_the_chosen_format(host, layout, service, wsprobe):
     if layout["server"] != "daphne":
         pytest.skip("uvicorn writes its own access log lines")
-    host.check_output("/usr/local/bin/wsprobe roundtrip %s", WS.format(service=service))
+    host.check_output(f"{wsprobe} roundtrip %s", WS.format(service=service))
     path = f"/ws/deploy/{service}/"
     for _ in range(50):  # the server logs the disconnection a moment after the client has gone
         logs = host.check_output("cat %s/%s-*.log", layout["log_dir"], layout["program"])
@@ -359,41 +359,41 @@ def test_daphne_access_log_lines_have_the_chosen_format(host, layout, service):
         assert any(f'"WSCONNECT {path}"' in line for line in lines), lines
 
 
-def test_the_asgi_server_refuses_a_message_over_the_apps_maximum_and_serves_the_others(host, layout, service):
+def test_the_asgi_server_refuses_a_message_over_the_apps_maximum_and_serves_the_others(host, layout, service, wsprobe):
     if layout["profile"] == "legacy":
         pytest.skip("daphne 2.2 (legacy profile) has no message size option: the app refuses the message itself")
     url, limit = WS.format(service=service), int(layout["max_message"])
     # The largest frame the app takes: {"message": "x..."} is 15 bytes longer than its message.
-    fits = host.run("/usr/local/bin/wsprobe send %s %s --timeout 20", url, "x" * (limit - 15))
+    fits = host.run(f"{wsprobe} send %s %s --timeout 20", url, "x" * (limit - 15))
     assert fits.rc == 0, fits.stdout
     # Over the server's limit (the app's plus 1 KiB for what the app's frames add): the server ends the connection
-    # without buffering the message or passing it to the app (which would answer an error frame, and wsprobe would
-    # wait for its echo until the timeout: exit 1). It ends it while wsprobe still sends, so wsprobe may read the
+    # without buffering the message or passing it to the app (which would answer an error frame: wsprobe's exit 4).
+    # It ends it while wsprobe still sends, so wsprobe may read the
     # close frame or be reset first: both are "closed" (exit 3).
-    over = host.run("/usr/local/bin/wsprobe send %s %s --timeout 20", url, "x" * (limit + 1024 - 14))
+    over = host.run(f"{wsprobe} send %s %s --timeout 20", url, "x" * (limit + 1024 - 14))
     assert over.rc == 3, over.stdout
     assert "closed" in frames(over.stdout)[0]
-    roundtrip = host.check_output("/usr/local/bin/wsprobe roundtrip %s", url)
+    roundtrip = host.check_output(f"{wsprobe} roundtrip %s", url)
     assert frames(roundtrip)[0]["service"] == service
 
 
 @pytest.mark.parametrize("origin", ["http://localhost:9999", "https://localhost", "http://evil.example"])
-def test_a_page_of_another_origin_cannot_open_a_websocket_and_the_sites_own_can(host, service, origin):
+def test_a_page_of_another_origin_cannot_open_a_websocket_and_the_sites_own_can(host, service, origin, wsprobe):
     # Through nginx, which passes the Host with its port on: another port, scheme or host is another site's page.
     url = WS.format(service=service)
-    refused = host.run("/usr/local/bin/wsprobe roundtrip %s --origin %s", url, origin)
+    refused = host.run(f"{wsprobe} roundtrip %s --origin %s", url, origin)
     assert refused.rc == 3 and "403" in frames(refused.stdout)[0]["reason"], refused.stdout
-    assert frames(host.check_output("/usr/local/bin/wsprobe roundtrip %s", url))[0]["service"] == service
+    assert frames(host.check_output(f"{wsprobe} roundtrip %s", url))[0]["service"] == service
 
 
-def test_a_client_flooding_frames_is_closed_with_4429_and_the_others_are_served(host, service):
+def test_a_client_flooding_frames_is_closed_with_4429_and_the_others_are_served(host, service, wsprobe):
     url = WS.format(service=service)
-    flood = host.run("/usr/local/bin/wsprobe flood %s --count 100 --timeout 10", url)
+    flood = host.run(f"{wsprobe} flood %s --count 100 --timeout 10", url)
     assert flood.rc == 3 and frames(flood.stdout)[0]["closed"] == 4429, flood.stdout
     # Under the limit nothing happens to the connection.
-    calm = host.run("/usr/local/bin/wsprobe flood %s --count 5 --timeout 2", url)
+    calm = host.run(f"{wsprobe} flood %s --count 5 --timeout 2", url)
     assert calm.rc == 0 and frames(calm.stdout)[0] == {"sent": 5}, calm.stdout
-    assert frames(host.check_output("/usr/local/bin/wsprobe roundtrip %s", url))[0]["service"] == service
+    assert frames(host.check_output(f"{wsprobe} roundtrip %s", url))[0]["service"] == service
 
 
 def test_a_client_cannot_choose_the_address_the_asgi_server_logs(host, layout, service):
@@ -406,17 +406,17 @@ def test_a_client_cannot_choose_the_address_the_asgi_server_logs(host, layout, s
     assert not [line for line in lines if "203.0.113.9" in line], lines
 
 
-def test_two_clients_receive_a_third_clients_message_and_a_manage_push(host, layout, service):
+def test_two_clients_receive_a_third_clients_message_and_a_manage_push(host, layout, service, wsprobe):
     url = WS.format(service=service)
     manage = f"{layout['project']}-manage"
     script = f"""
 set -e
 cd /tmp
 for c in a b; do
-  /usr/local/bin/wsprobe listen {url} --count 2 --timeout 30 --ready-file {service}.$c.ready > {service}.$c.out &
+  {wsprobe} listen {url} --count 2 --timeout 30 --ready-file {service}.$c.ready > {service}.$c.out &
 done
 for i in $(seq 100); do [ -e {service}.a.ready ] && [ -e {service}.b.ready ] && break; sleep 0.1; done
-/usr/local/bin/wsprobe send {url} from-client-{service} > /dev/null
+{wsprobe} send {url} from-client-{service} > /dev/null
 echo pushed-{service} | {manage} push {service} -
 wait
 cat {service}.a.out; echo ---; cat {service}.b.out
@@ -428,7 +428,7 @@ cat {service}.a.out; echo ---; cat {service}.b.out
         assert messages == [(f"from-client-{service}", "client"), (f"pushed-{service}", "push")]
 
 
-def test_asgi_process_comes_back_after_kill_9_and_serves_pushes(host, layout, service):
+def test_asgi_process_comes_back_after_kill_9_and_serves_pushes(host, layout, service, wsprobe):
     server, manage = layout["program"], f"{layout['project']}-manage"
     before = host.check_output(f"supervisorctl pid {server}:{server}-0").strip()
     host.check_output(f"kill -9 {before}")
@@ -446,7 +446,7 @@ def test_asgi_process_comes_back_after_kill_9_and_serves_pushes(host, layout, se
 set -e
 cd /tmp
 for i in $(seq 100); do [ -S {sock} ] && break; sleep 0.1; done
-/usr/local/bin/wsprobe listen {url} --unix {sock} --count 1 --timeout 30 --ready-file {service}.ready > {service}.out &
+{wsprobe} listen {url} --unix {sock} --count 1 --timeout 30 --ready-file {service}.ready > {service}.out &
 for i in $(seq 100); do [ -e {service}.ready ] && break; sleep 0.1; done
 {manage} push {service} after-restart
 wait
@@ -462,7 +462,7 @@ def test_manage_push_rejects_a_bad_service_name(host, layout):
     assert re.search(r"service", out.stderr + out.stdout, re.I)
 
 
-def test_twenty_rounds_of_clients_keep_receiving_pushes(host, layout, service):
+def test_twenty_rounds_of_clients_keep_receiving_pushes(host, layout, service, wsprobe):
     """Clients that come and go must not starve later ones (the channels-redis 2.3 lock defect)."""
     url = WS.format(service=service)
     manage = f"{layout['project']}-manage"
@@ -472,7 +472,7 @@ cd /tmp
 for round in $(seq 20); do
   for c in a b c; do
     rm -f {service}.$c.ready
-    /usr/local/bin/wsprobe listen {url} --count 1 --timeout 15 --ready-file {service}.$c.ready \
+    {wsprobe} listen {url} --count 1 --timeout 15 --ready-file {service}.$c.ready \
       > {service}.$round.$c.out &
   done
   for i in $(seq 150); do
@@ -491,7 +491,7 @@ cat {service}.*.out
 IDLE_CLIENTS, IDLE_SECONDS = 20, 30
 
 
-def test_clients_idle_for_30_seconds_on_the_core_layer_still_receive_a_push(host, layout, service):
+def test_clients_idle_for_30_seconds_on_the_core_layer_still_receive_a_push(host, layout, service, wsprobe):
     """On the core layer every idle consumer sits in a 5 s blocking read: with redis-py's default socket timeout of
     5 s the reads raced the timeout and idle clients stopped receiving (django/channels_redis #422: 4 of 20 after
     25 s). The app gives the layer's connections a longer timeout; the app tests show the failing settings."""
@@ -503,7 +503,7 @@ def test_clients_idle_for_30_seconds_on_the_core_layer_still_receive_a_push(host
 set -e
 cd /tmp
 for c in $(seq {IDLE_CLIENTS}); do
-  /usr/local/bin/wsprobe listen {url} --count 1 --timeout {IDLE_SECONDS + 30} --ready-file {service}.$c.ready \
+  {wsprobe} listen {url} --count 1 --timeout {IDLE_SECONDS + 30} --ready-file {service}.$c.ready \
     > {service}.$c.out &
 done
 for i in $(seq 200); do [ $(ls {service}.*.ready 2>/dev/null | wc -l) -eq {IDLE_CLIENTS} ] && break; sleep 0.1; done
@@ -516,7 +516,7 @@ cat {service}.*.out
     assert received == ["after-idle"] * IDLE_CLIENTS, f"{len(received)} of {IDLE_CLIENTS} idle clients got the push"
 
 
-def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, layout, service):
+def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, layout, service, wsprobe):
     """With Redis down, group_add raises in connect(): the client must be turned away at once, and the
     error logged (the CancelledError defect of the legacy pins left it hanging with nothing logged)."""
     logs = f"{layout['log_dir']}/{layout['program']}-[0-9].log"
@@ -526,7 +526,7 @@ def test_a_consumer_that_raises_is_rejected_fast_and_logged(host, layout, servic
     host.check_output("systemctl stop redis-server")
     try:
         started = time.monotonic()
-        out = host.run("/usr/local/bin/wsprobe roundtrip %s --timeout 20", WS.format(service=service))
+        out = host.run(f"{wsprobe} roundtrip %s --timeout 20", WS.format(service=service))
         elapsed = time.monotonic() - started
     finally:
         host.check_output("systemctl start redis-server")
