@@ -9,6 +9,10 @@ step, how many of the expected messages arrived, a latency histogram (0.1 ms buc
 use, so a saturated generator shows instead of passing for a slow server. The websocket client is a
 small asyncio.Protocol (stdlib only): no per-frame allocations beyond one regex match, so one process
 can read far more frames per second than a general-purpose client library.
+
+Against the deployed app every client offers a grant (`<user>-manage grant 'bench*' --write`) in its
+handshake, as the subprotocols "deploy, grant.<token>"; a client the server closes (4403: no valid grant)
+fails the configuration at the next step.
 """
 
 import asyncio
@@ -18,6 +22,7 @@ import os
 import re
 import socket
 import time
+from collections import Counter
 
 BODY = re.compile(rb"b(\d+) \d+ (\d+\.\d+)")
 BUCKET = 10000  # histogram buckets per second of latency (0.1 ms)
@@ -60,6 +65,7 @@ class Stats:
     """What one process's receivers saw during the current step."""
 
     def __init__(self):
+        self.closed = Counter()  # close codes the server sent, over the whole run
         self.reset(-1)
 
     def reset(self, step):
@@ -67,13 +73,14 @@ class Stats:
 
 
 class Client(asyncio.Protocol):
-    """One websocket connection: handshake, then count and time every message frame."""
+    """One websocket connection: handshake (offering `grant`, if any), then count and time every message frame."""
 
-    def __init__(self, host, path, stats):
+    def __init__(self, host, path, stats, grant=None):
+        protocols = f"Sec-WebSocket-Protocol: deploy, grant.{grant}\r\n" if grant else ""
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}\r\n\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}\r\n{protocols}\r\n"
         ).encode()
         self.stats = stats
         self.buffer = b""
@@ -136,19 +143,20 @@ class Client(asyncio.Protocol):
             elif opcode == 0x9:
                 self.transport.write(frame(buf[start:end], opcode=0xA))
             elif opcode == 0x8:
+                stats.closed[int.from_bytes(buf[start : start + 2], "big") if size >= 2 else 1005] += 1
                 self.transport.close()
             pos = end
         self.buffer = buf[pos:]
 
 
-async def connect_all(address, host, path, count, stats):
+async def connect_all(address, host, path, count, stats, grant=None):
     """Open `count` connections, 50 handshakes at a time."""
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(50)
 
     async def one():
         async with gate:
-            _, client = await loop.create_connection(lambda: Client(host, path, stats), *address)
+            _, client = await loop.create_connection(lambda: Client(host, path, stats, grant), *address)
             await asyncio.wait_for(client.open, 30)
             return client
 
@@ -166,18 +174,27 @@ async def wait_command(conn):
     return conn.recv()
 
 
-async def connected(conn, address, host, path, count, stats):
+async def connected(conn, address, host, path, count, stats, grant):
     """`count` open clients, or None after telling the parent why they could not be opened."""
     try:
-        return await connect_all(address, host, path, count, stats)
+        return await connect_all(address, host, path, count, stats, grant)
     except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return None
 
 
-async def receiver_main(conn, address, host, path, count):
+def closed_by_server(stats):
+    """Why the step cannot be measured when the server closed clients (None when it closed none)."""
+    if not stats.closed:
+        return None
+    codes = ", ".join(f"{code} x{n}" for code, n in sorted(stats.closed.items()))
+    hint = " (4403: no valid grant)" if 4403 in stats.closed else ""
+    return f"the server closed websocket clients: {codes}{hint}"
+
+
+async def receiver_main(conn, address, host, path, count, grant):
     stats = Stats()
-    clients = await connected(conn, address, host, path, count, stats)
+    clients = await connected(conn, address, host, path, count, stats, grant)
     if clients is None:
         return
     conn.send(("ready", len(clients)))
@@ -194,6 +211,9 @@ async def receiver_main(conn, address, host, path, count):
             conn.send(("quiet", stats.late))
             continue
         _, step, expected, deadline = command
+        if closed_by_server(stats):
+            conn.send(("failed", closed_by_server(stats)))
+            continue
         stats.reset(step)
         conn.send(("armed",))  # the sender starts only once every receiver counts this step
         wall, cpu = time.time(), time.process_time()
@@ -206,9 +226,9 @@ async def receiver_main(conn, address, host, path, count):
     await asyncio.sleep(0.2)
 
 
-async def sender_main(conn, address, host, path):
+async def sender_main(conn, address, host, path, grant):
     stats = Stats()  # the sender is in the group too; it counts nothing (step -1 never matches)
-    clients = await connected(conn, address, host, path, 1, stats)
+    clients = await connected(conn, address, host, path, 1, stats, grant)
     if clients is None:
         return
     (client,) = clients
@@ -218,6 +238,9 @@ async def sender_main(conn, address, host, path):
         if command[0] == "quit":
             break
         _, step, rate, count = command
+        if closed_by_server(stats):  # e.g. 1008 after refused frames: a grant that may not send
+            conn.send(("failed", closed_by_server(stats)))
+            continue
         wall, cpu = time.time(), time.process_time()
         sent = 0
         while sent < count:
@@ -241,12 +264,12 @@ def run_process(target, conn, *args):
 class Generator:
     """The receiver processes and the sender process, connected to one target for a sweep."""
 
-    def __init__(self, address, clients, workers=2, host="localhost", path="/ws/deploy/bench/"):
+    def __init__(self, address, clients, workers=2, host="localhost", path="/ws/deploy/bench/", grant=None):
         self.conns, self.procs = [], []
         shares = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
         for share in shares:
-            self._start(receiver_main, address, host, path, share)
-        self._start(sender_main, address, host, path)
+            self._start(receiver_main, address, host, path, share, grant)
+        self._start(sender_main, address, host, path, grant)
         self.receivers, self.sender = self.conns[:-1], self.conns[-1]
         for conn in self.conns:
             conn.poll(60) or self.close(TargetFailed("the clients did not connect in 60 s"))
@@ -271,6 +294,13 @@ class Generator:
         except EOFError:
             self.close(TargetFailed("a generator process ended (see its traceback above)"))
 
+    def _step_reply(self, conn):
+        """The next reply of a process in a step; TargetFailed when the server had closed its clients."""
+        reply = self._recv(conn)
+        if reply[0] == "failed":
+            self.close(TargetFailed(reply[1]))
+        return reply
+
     def step(self, rate, duration, drain=2.0):
         """Send round(rate*duration) messages at `rate`/s; return what the receivers saw."""
         self.step_id += 1
@@ -279,9 +309,9 @@ class Generator:
         for conn in self.receivers:
             conn.send(("step", self.step_id, count, deadline))
         for conn in self.receivers:
-            assert self._recv(conn) == ("armed",)
+            assert self._step_reply(conn) == ("armed",)
         self.sender.send(("send", self.step_id, rate, count))
-        _, sent, send_seconds, sender_cpu = self._recv(self.sender)
+        _, sent, send_seconds, sender_cpu = self._step_reply(self.sender)
         received, late, hist, cpus = 0, 0, {}, []
         for conn in self.receivers:
             _, got, old, part, cpu = self._recv(conn)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from . import fanout, http
 from .common import HOST, ROOT, log, sh
-from .playbook import playbook
-from .target import container_ip, exists
+from .playbook import host_vars, playbook
+from .target import container_ip, exists, mint_grant
 
 INVENTORY = ROOT / "inventory" / "cluster.yml"
 PREFIX = "devops-cluster-"
@@ -230,13 +230,13 @@ def with_machine_cpu(measure):
     return step
 
 
-def fan_out(args, count):
+def fan_out(args, count, grant):
     app_hosts(count)
     pids, before = cluster_pids(), stat()
     # fanout.sweep as it is, its steps measured with the machine's CPU as well.
     measure, fanout.measure = fanout.measure, with_machine_cpu(fanout.measure)
     try:
-        result = fanout.sweep((container_ip(LB), 80), args, pids)
+        result = fanout.sweep((container_ip(LB), 80), args, pids, grant)
     finally:
         fanout.measure = measure
     result["websockets"] = served(before, stat(), "total")  # receivers and the sender, per app host
@@ -315,10 +315,12 @@ def run(args):
         "fanout": {},
         "http": {},
     }
+    # The app hosts share the secret key: a grant from app1 opens the websockets of both.
+    grant = mint_grant(APP1, host_vars(APP1, "app_user", inventory=INVENTORY))
     try:
         for name, count in SETUPS.items():
             log(f"cluster fanout: {name} through the balancer")
-            result["fanout"][name] = fan_out(args, count)
+            result["fanout"][name] = fan_out(args, count, grant)
         result["http"] = http_rounds(args, connections)
     finally:
         app_hosts(2)  # app2 back in the balancer whatever happened

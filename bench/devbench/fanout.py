@@ -12,7 +12,7 @@ import wsload
 
 from .common import HOST, LOGS, ROOT, STACK, log, sh
 from .configs import CONFIGS
-from .target import container_ip, stack_pids
+from .target import container_ip, mint_grant, stack_pids
 
 BARE_PORT = 18765
 
@@ -50,14 +50,15 @@ def measure(gen, rate, args, server_pids):
     return row
 
 
-def sweep(address, args, server_pids):
-    """Offered load up by `factor` until a step fails, then two bisections between the last pass and it.
+def sweep(address, args, server_pids, grant=None):
+    """Offered load up by `factor` until a step fails, then two bisections between the last pass and it. The clients
+    offer `grant` (the app's websockets need one; the bare broadcaster none).
 
     A target that refuses or drops the clients fails the configuration: the result says why (`failed`) and keeps
     the steps measured before, and the run goes on with the next configuration."""
     rows, good, bad = [], None, None
     try:
-        gen = wsload.Generator(address, args.clients, workers=args.workers, host=HOST)
+        gen = wsload.Generator(address, args.clients, workers=args.workers, host=HOST, grant=grant)
     except wsload.TargetFailed as exc:
         log(f"  failed: {exc}")
         return {"capacity_per_s": 0, "server_us_per_delivery": None, "steps": [], "failed": str(exc)}
@@ -112,7 +113,7 @@ def bare(args):
 
 def stack(args, config):
     log(f"fanout: {config} {CONFIGS[config]}")
-    result = sweep((container_ip(STACK), 80), args, stack_pids())
+    result = sweep((container_ip(STACK), 80), args, stack_pids(), mint_grant())
     result["vars"] = CONFIGS[config]
     if "failed" in result:  # what the ASGI servers logged about it
         result["server_errors"] = server_errors()

@@ -9,7 +9,7 @@ import urllib.request
 import wsload
 
 from .common import HOST, STACK, log, sh
-from .target import container_ip, layout
+from .target import container_ip, layout, mint_grant
 
 KINDS = ("manage.py push", "floor: docker exec true", "HTTP push", "floor: GET /healthz via nginx")
 
@@ -31,7 +31,7 @@ async def latency(args):
     manage = f"{stack['app_user']}-manage"  # the app role's manage.py wrapper for operators
     stats = wsload.Stats()
     stats.reset(1)
-    (client,) = await wsload.connect_all((ip, 80), HOST, "/ws/deploy/bench-push/", 1, stats)
+    (client,) = await wsload.connect_all((ip, 80), HOST, "/ws/deploy/bench-push/", 1, stats, mint_grant())
 
     def http(method, path, body=None, auth=None):
         request = urllib.request.Request(f"http://{ip}{path}", data=body, method=method, headers={"Host": HOST})

@@ -68,6 +68,13 @@ def stack_pids():
     return pids
 
 
+def mint_grant(container=STACK, user=None):
+    """A grant for the benchmarks' services (bench*) that may send, from the app in `container` (`<user>-manage
+    grant`; `user`: bench-stack's app user by default): the websocket clients offer it (wsload)."""
+    manage = f"{user or layout()['app_user']}-manage"
+    return sh("docker", "exec", container, manage, "grant", "bench*", "--write").stdout.strip()
+
+
 @functools.cache
 def layout():
     """uwsgi_root, uwsgi_user, uwsgi_ini, app_user and push_token of bench-stack, as Ansible templates them."""

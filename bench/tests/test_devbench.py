@@ -465,3 +465,49 @@ def test_a_configuration_whose_handshakes_fail_is_reported_not_raised(monkeypatc
         "- **baseline failed**: a websocket handshake failed: ConnectionError: HTTP/1.1 500 Internal Server Error. "
         "The ASGI servers logged: `redis.exceptions.MaxConnectionsError: Too many connections`." in text
     )
+
+
+def test_wsload_offers_the_grant_as_a_subprotocol():
+    import asyncio
+
+    import wsload
+
+    async def requests():
+        with_grant = wsload.Client("localhost", "/ws/deploy/bench/", wsload.Stats(), "eyJzIjoiYiJ9.c2ln-_x")
+        without = wsload.Client("localhost", "/ws/deploy/bench/", wsload.Stats())
+        return with_grant.request.decode(), without.request.decode()
+
+    with_grant, without = asyncio.run(requests())
+    assert "\r\nSec-WebSocket-Protocol: deploy, grant.eyJzIjoiYiJ9.c2ln-_x\r\n" in with_grant
+    assert with_grant.endswith("\r\n\r\n") and with_grant.count("\r\n\r\n") == 1
+    assert "Sec-WebSocket-Protocol" not in without
+
+
+class Ungranted(socketserver.StreamRequestHandler):
+    """Accepts every websocket handshake and closes it at once with 4403, as the app does without a valid grant; keeps
+    the subprotocols each client offered."""
+
+    offered = []
+
+    def handle(self):
+        while (line := self.rfile.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "sec-websocket-protocol":
+                self.offered.append(value.strip())
+        accept = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        self.wfile.write(accept + bytes([0x88, 2]) + (4403).to_bytes(2, "big"))
+        self.rfile.read()  # until the client hangs up
+
+
+def test_a_target_that_closes_the_clients_fails_the_configuration():
+    from devbench import fanout
+
+    Ungranted.offered = []
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Ungranted) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        args = argparse.Namespace(clients=4, workers=1, start=100, factor=2, max_steps=2, step_seconds=0.2)
+        result = fanout.sweep(server.server_address, args, {}, grant="forged.grant")
+        server.shutdown()
+    assert Ungranted.offered == ["deploy, grant.forged.grant"] * 5  # 4 receivers and the sender
+    assert result["capacity_per_s"] == 0 and result["steps"] == []
+    assert result["failed"] == "the server closed websocket clients: 4403 x4 (4403: no valid grant)"

@@ -8,7 +8,10 @@ acknowledged push exactly once, in order):
 * ``--ws-clients`` websocket clients on ``/ws/deploy/<service>/``, each following the resume/drain
   frame contract (issue 11): it waits for its ``hello``, keeps a position (last id, epoch), drops
   messages at or below its position, reconnects with ``?after=<id>&epoch=<epoch>``, after a random
-  0-1000 ms on close code 4012 and with exponential backoff and full jitter otherwise;
+  0-1000 ms on close code 4012 and with exponential backoff and full jitter otherwise. They only
+  listen, offering ``--grant`` (the app's ``<user>-manage grant SERVICE``; a read grant will do) on
+  every connection as the subprotocols ``deploy, grant.<token>``; a client refused with 4403 (no
+  valid grant) or 4400 gives up;
 * ``--http-concurrency`` threads, each GETting ``--http-path`` in a loop on a keep-alive connection;
   a reset, timeout or non-2xx answer is a failure;
 * one pusher sending ``push-1``, ``push-2``, ... through ``POST /api/push/<service>/`` at
@@ -21,7 +24,7 @@ every client to hold every acknowledged push, close, write the JSON report and p
 
 Usage::
 
-    load.py --url http://127.0.0.1:8090 --host localhost --push-token TOKEN \\
+    load.py --url http://127.0.0.1:8090 --host localhost --push-token TOKEN --grant GRANT \\
         (--duration S | --stop-file PATH) --report out.json \\
         [--service NAME] [--ws-clients 50] [--http-concurrency 20] [--http-path /healthz] \\
         [--push-rate 20] [--settle 10] [--connect-timeout 30] [--http-timeout 5]
@@ -79,6 +82,8 @@ MAX_SETTLE = 600
 
 DRAIN_CLOSE = 4012  # the server is going away: reconnect now, resuming
 INVALID_SERVICE = 4400  # no reconnect
+NOT_GRANTED = 4403  # no valid grant: no reconnect
+REFUSALS = {INVALID_SERVICE: "invalid_service", NOT_GRANTED: "not_granted"}  # closes before the hello: give up
 DRAIN_JITTER = 1.0  # seconds; reconnect after a random delay up to this on 4012
 BACKOFF_BASE = 0.5  # seconds; other closes: random(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**failures))
 BACKOFF_CAP = 5.0
@@ -91,6 +96,8 @@ SAMPLE = 20  # failures and missing push numbers listed in the report
 WORST = 5  # clients listed under worst_clients
 
 SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+GRANT_TOKEN = re.compile(r"[A-Za-z0-9_.-]{1,4096}")  # base64url payload and signature, joined by a dot
+SUBPROTOCOL = "deploy"  # what the app selects; the grant rides along as "grant.<token>"
 PUSH_MESSAGE = re.compile(r"push-(\d+)")
 
 
@@ -375,12 +382,21 @@ class NoHello(Exception):
     """The server's first frame was not a hello."""
 
 
+def refusal(exc: BaseException) -> int | None:
+    """The close code when the server refused the connection for good (REFUSALS) before its hello, else None."""
+    if isinstance(exc, ConnectionClosed) and exc.rcvd is not None and exc.rcvd.code in REFUSALS:
+        return exc.rcvd.code
+    return None
+
+
 def connect_error_kind(exc: BaseException) -> str:
     """A short name for why a websocket connection could not be opened."""
     if isinstance(exc, InvalidStatus):
         return f"status_{exc.response.status_code}"
     if isinstance(exc, NoHello):
         return "no_hello"
+    if refusal(exc) is not None:
+        return REFUSALS[refusal(exc)]
     if isinstance(exc, ConnectionClosed):
         return "closed_before_hello"
     if isinstance(exc, (asyncio.TimeoutError, socket.timeout, TimeoutError)):
@@ -400,10 +416,11 @@ class WsClient:
     one seen before is a duplicate and one below the highest so far is out of order.
     """
 
-    def __init__(self, index: int, target: Target, service: str, closing: asyncio.Event) -> None:
+    def __init__(self, index: int, target: Target, service: str, grant: str, closing: asyncio.Event) -> None:
         self.index = index
         self.target = target
         self.service = service
+        self.grant = grant
         self.closing = closing  # set when the run ends: close, do not reconnect
         self.position: tuple[int, int] | None = None
         self.epoch: str | None = None
@@ -448,6 +465,9 @@ class WsClient:
                         connection = await self.open()
             except (OSError, InvalidHandshake, asyncio.TimeoutError, ConnectionClosed, NoHello) as exc:
                 self.connect_errors[connect_error_kind(exc)] += 1
+                if refusal(exc) is not None:
+                    self.rejected = True
+                    return
                 delay = backoff(failures)
                 failures += 1
             else:
@@ -474,6 +494,7 @@ class WsClient:
         connection = await connect(
             self.target.ws_uri(self.path()),
             origin=self.target.origin,
+            subprotocols=[SUBPROTOCOL, f"grant.{self.grant}"],
             proxy=None,
             open_timeout=OPEN_TIMEOUT,
             host=self.target.address,
@@ -620,11 +641,13 @@ def ws_report(clients: list[WsClient], acknowledged: list[int], connected_at_end
     }
 
 
-async def wait_for_all(events: list[asyncio.Event], timeout: float, stop: asyncio.Event) -> bool:
-    """Wait until every event is set; False on timeout or when `stop` is set first."""
+async def wait_for_hellos(clients: list[WsClient], timeout: float, stop: asyncio.Event) -> bool:
+    """Wait until every client has had its first hello; False on timeout, once a client gave up (refused for good),
+    or when `stop` is set first."""
     deadline = time.monotonic() + timeout
-    while not all(event.is_set() for event in events):
-        if time.monotonic() >= deadline or await sleep_or_stop(stop, POLL):
+    while not all(client.greeted.is_set() for client in clients):
+        gave_up = any(client.rejected for client in clients)
+        if gave_up or time.monotonic() >= deadline or await sleep_or_stop(stop, POLL):
             return False
     return True
 
@@ -655,14 +678,16 @@ async def run(args: argparse.Namespace, target: Target) -> dict | None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     closing = asyncio.Event()
-    clients = [WsClient(i, target, args.service, closing) for i in range(args.ws_clients)]
+    clients = [WsClient(i, target, args.service, args.grant, closing) for i in range(args.ws_clients)]
     first_connects = asyncio.Semaphore(FIRST_CONNECTS)
     client_tasks = [asyncio.ensure_future(client.run(first_connects)) for client in clients]
     try:
-        if not await wait_for_all([client.greeted for client in clients], args.connect_timeout, stop):
+        if not await wait_for_hellos(clients, args.connect_timeout, stop):
             greeted = sum(client.greeted.is_set() for client in clients)
             errors = dict(sum((client.connect_errors for client in clients), Counter()))
             print(f"load: only {greeted}/{len(clients)} clients connected; errors: {errors}", file=sys.stderr)
+            if "not_granted" in errors:
+                print(f"load: the app refused the grant (4403): give --grant for {args.service}", file=sys.stderr)
             return None
 
         started_at = time.time()
@@ -742,6 +767,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Target]:
     parser.add_argument("--http-pause", type=float, default=0.0, help="seconds each HTTP loop waits between requests")
     parser.add_argument("--push-rate", type=float, default=20.0, help="pushes per second")
     parser.add_argument("--push-token", default=os.environ.get("DEPLOY_PUSH_TOKEN"), help="default: $DEPLOY_PUSH_TOKEN")
+    parser.add_argument(
+        "--grant",
+        default=os.environ.get("DEPLOY_GRANT"),
+        help="the websocket clients' grant for the service (<user>-manage grant SERVICE); default: $DEPLOY_GRANT",
+    )
     parser.add_argument("--duration", type=float, help="seconds of load")
     parser.add_argument("--stop-file", help="end the load once this file exists (at most 3600 s)")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait for the last pushes")
@@ -760,6 +790,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Target]:
         (0 <= args.settle <= MAX_SETTLE, f"--settle must be 0..{MAX_SETTLE}"),
         (args.connect_timeout > 0 and args.http_timeout > 0, "timeouts must be > 0"),
         (bool(args.push_token), "give --push-token or set DEPLOY_PUSH_TOKEN"),
+        (bool(args.grant), "give --grant or set DEPLOY_GRANT (a grant for the service: <user>-manage grant SERVICE)"),
+        (not args.grant or bool(GRANT_TOKEN.fullmatch(args.grant)), "--grant must be a token of A-Z a-z 0-9 _ . -"),
         (bool(SERVICE_NAME.fullmatch(args.service)), f"--service must match {SERVICE_NAME.pattern}"),
         (args.http_path.startswith("/"), "--http-path must start with /"),
         (0 <= args.http_pause <= 10, "--http-pause must be 0-10 seconds"),

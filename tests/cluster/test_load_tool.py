@@ -2,7 +2,8 @@
 
 FakeApp runs in a thread with its own event loop, on ephemeral ports of 127.0.0.1: a small HTTP/1.1
 front (``GET /healthz``, ``POST /api/push/<service>/``) that, like the balancer, passes websocket
-upgrades on to a websockets server. It keeps one stream for whatever service is asked for; its modes
+upgrades on to a websockets server. It keeps one stream for whatever service is asked for, to clients
+that offer the grant GRANT as the app wants it (subprotocols ``deploy, grant.<token>``); its modes
 break the contract in the ways the tool must notice. The tool runs as a subprocess, as in a deploy test.
 """
 
@@ -22,12 +23,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 LOAD = Path(__file__).resolve().parent / "load.py"
 SITE = "localhost"  # the Host the fake app accepts, and the Origin's host
 TOKEN = "push-secret"
+GRANT = "eyJzIjoic3ZjIn0.c2lnbmF0dXJl-_x"  # what a grant looks like: base64url payload and signature
 CLIENTS = 5
 PUSH_RATE = 50  # per second: a push lands in most reconnect gaps (0-1000 ms after a 4012)
 
@@ -94,6 +97,7 @@ class FakeApp:
         self.pushes = 0
         self.gets = 0
         self.refused_headers = 0
+        self.refused_grants = 0
         self.queues: dict[ServerConnection, asyncio.Queue] = {}  # the group: live entries per connection
         self.port = 0
         self.ready = threading.Event()
@@ -112,7 +116,7 @@ class FakeApp:
         """Serve until `stop` is set."""
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
-        async with serve(self.websocket, "127.0.0.1", 0) as ws_server:
+        async with serve(self.websocket, "127.0.0.1", 0, select_subprotocol=select_subprotocol) as ws_server:
             self.ws_port = ws_server.sockets[0].getsockname()[1]
             front = await asyncio.start_server(self.front, "127.0.0.1", 0)
             async with front:
@@ -184,7 +188,12 @@ class FakeApp:
         return json.dumps({**frame, "epoch": self.epoch, "source": "api", "ts": time.time(), **extra})
 
     async def websocket(self, connection: ServerConnection) -> None:
-        """Join the group, say hello, replay when asked to, then send live entries not sent yet."""
+        """Join the group, say hello, replay when asked to, then send live entries not sent yet. Without the grant:
+        closed with 4403 at once, as the app does."""
+        if f"grant.{GRANT}" not in offered(connection):
+            self.refused_grants += 1
+            await connection.close(4403, "no grant")
+            return
         url = urlsplit(connection.request.path)
         service = url.path.split("/")[3]
         query = {name: values[0] for name, values in parse_qs(url.query).items()}
@@ -235,6 +244,17 @@ class FakeApp:
         return sent
 
 
+def offered(connection: ServerConnection) -> list[str]:
+    """The subprotocols the client offered."""
+    values = connection.request.headers.get_all("Sec-WebSocket-Protocol")
+    return [name.strip() for value in values for name in value.split(",")]
+
+
+def select_subprotocol(connection: ServerConnection, subprotocols: list[str]) -> str | None:
+    """The app selects "deploy" when it is offered, and accepts a client that offers none (to close it)."""
+    return "deploy" if "deploy" in subprotocols else None
+
+
 def tool_command(app: FakeApp, report: Path, options: tuple[str, ...], settle: float = 5) -> list[str]:
     """The command running load.py against `app` with 1.5 s of load, unless `options` say otherwise."""
     return [
@@ -247,6 +267,7 @@ def tool_command(app: FakeApp, report: Path, options: tuple[str, ...], settle: f
         "--http-concurrency=2",
         f"--push-rate={PUSH_RATE}",
         f"--push-token={TOKEN}",
+        f"--grant={GRANT}",
         f"--settle={settle}",
         "--connect-timeout=5",
         f"--report={report}",
@@ -260,7 +281,7 @@ def run_tool(app: FakeApp, tmp_path: Path, *options: str, settle: float = 5) -> 
     result = subprocess.run(tool_command(app, report, options, settle), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "clients complete" in result.stdout
-    assert app.refused_headers == 0
+    assert app.refused_headers == app.refused_grants == 0
     return json.loads(report.read_text())
 
 
@@ -348,6 +369,47 @@ def test_refused_reconnects_back_off_and_resume(tmp_path):
     assert ws["gap_ms"]["p50"] >= 1000
 
 
+async def first_frame(port: int, subprotocols: list[str] | None) -> tuple[str | None, str]:
+    """The subprotocol selected for a websocket of the fake app and its first frame (ConnectionClosed if none)."""
+    async with connect(
+        f"ws://{SITE}/ws/deploy/svc/",
+        origin=f"http://{SITE}",
+        subprotocols=subprotocols,
+        proxy=None,
+        host="127.0.0.1",
+        port=port,
+    ) as connection:
+        return connection.subprotocol, await asyncio.wait_for(connection.recv(), 5)
+
+
+def test_the_fake_app_greets_a_connection_that_offers_the_grant():
+    with FakeApp() as app:
+        subprotocol, frame = asyncio.run(first_frame(app.port, ["deploy", f"grant.{GRANT}"]))
+    assert subprotocol == "deploy" and json.loads(frame)["type"] == "hello"
+
+
+@pytest.mark.parametrize("subprotocols", [None, ["deploy"], ["deploy", "grant.forged"]])
+def test_a_connection_without_the_grant_is_closed_with_4403(subprotocols):
+    with FakeApp() as app:
+        with pytest.raises(ConnectionClosed) as closed:
+            asyncio.run(first_frame(app.port, subprotocols))
+    assert closed.value.rcvd.code == 4403 and app.refused_grants == 1
+
+
+def test_a_refused_grant_ends_the_load_at_once_without_a_report(tmp_path):
+    report = tmp_path / "report.json"
+    with FakeApp() as app:
+        command = [*tool_command(app, report, ()), "--grant=forged.grant"]  # the last --grant counts
+        started = time.monotonic()
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert "not_granted" in result.stderr and "refused the grant (4403)" in result.stderr
+    assert 1 <= app.refused_grants <= CLIENTS  # no client tried again
+    assert elapsed < 5  # --connect-timeout: a refused grant is not waited out
+    assert not report.exists()
+
+
 def test_sigterm_ends_the_load_with_a_report(tmp_path):
     report = tmp_path / "report.json"
     with FakeApp() as app:
@@ -367,8 +429,8 @@ def test_no_balancer_exits_1_without_a_report(tmp_path):
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     report = tmp_path / "report.json"
-    command = [sys.executable, str(LOAD), f"--url=http://127.0.0.1:{port}", "--push-token=x", "--duration=5"]
-    command += ["--ws-clients=2", "--connect-timeout=1", f"--report={report}"]
+    command = [sys.executable, str(LOAD), f"--url=http://127.0.0.1:{port}", "--push-token=x", "--grant=x"]
+    command += ["--duration=5", "--ws-clients=2", "--connect-timeout=1", f"--report={report}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "0/2 clients connected" in result.stderr
@@ -384,10 +446,12 @@ def test_no_balancer_exits_1_without_a_report(tmp_path):
         ["--duration=3601"],
         ["--url=https://127.0.0.1:8443"],
         ["--service=no/slash"],
+        ["--grant=two words"],
     ],
 )
 def test_bad_arguments_exit_2(options):
-    arguments = ["--url=http://127.0.0.1:9", "--push-token=x", "--duration=1", "--report=unused.json", *options]
+    arguments = ["--url=http://127.0.0.1:9", "--push-token=x", "--grant=x", "--duration=1", "--report=unused.json"]
+    arguments += options
     with pytest.raises(SystemExit) as exited:
         tool.parse_args(arguments)
     assert exited.value.code == 2
@@ -395,8 +459,18 @@ def test_bad_arguments_exit_2(options):
 
 def test_duration_or_stop_file_is_required():
     with pytest.raises(SystemExit) as exited:
-        tool.parse_args(["--url=http://127.0.0.1:9", "--push-token=x", "--report=unused.json"])
+        tool.parse_args(["--url=http://127.0.0.1:9", "--push-token=x", "--grant=x", "--report=unused.json"])
     assert exited.value.code == 2
+
+
+def test_the_grant_is_required_and_read_from_the_environment(monkeypatch, capsys):
+    arguments = ["--url=http://127.0.0.1:9", "--push-token=x", "--duration=1", "--report=unused.json"]
+    monkeypatch.delenv("DEPLOY_GRANT", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        tool.parse_args(arguments)
+    assert exited.value.code == 2 and "give --grant or set DEPLOY_GRANT" in capsys.readouterr().err
+    monkeypatch.setenv("DEPLOY_GRANT", GRANT)
+    assert tool.parse_args(arguments)[0].grant == GRANT
 
 
 def test_number_set():
@@ -419,7 +493,7 @@ def test_percentile():
 
 
 def test_client_drops_old_ids_and_counts_duplicates_and_reordering():
-    client = tool.WsClient(0, tool.Target("http://127.0.0.1:9", SITE), "svc", asyncio.Event())
+    client = tool.WsClient(0, tool.Target("http://127.0.0.1:9", SITE), "svc", GRANT, asyncio.Event())
     client.on_hello(json.dumps({"type": "hello", "service": "svc", "epoch": "e1", "last": "5-0"}))
     assert client.path() == "/ws/deploy/svc/?after=5-0&epoch=e1"
 

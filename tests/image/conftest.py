@@ -11,6 +11,7 @@ import pytest
 from helpers import (
     ASGI_SERVER,
     ASGI_SERVERS,
+    CLIENT_WRITE_SERVICES,
     HEALTHY_WITHIN,
     PROFILE,
     RESULT_FILE,
@@ -151,13 +152,15 @@ def app_secrets():
 
 @pytest.fixture(scope="session")
 def stack(request, image, built, image_config, network, app_secrets, run_id):
-    """The image running with the test Redis (or its bundled one), port 80 published on 127.0.0.1, healthy."""
+    """The image running with the test Redis (or its bundled one), port 80 published on 127.0.0.1, healthy; websocket
+    clients may send to the tests' services (a setting from the runtime environment, as the secrets)."""
     name = f"image-test-app-{run_id}"
     stop_timeout = image_config["Labels"]["org.devops-channels.stop-timeout"]
+    env = dict(app_secrets, DEPLOY_CLIENT_WRITE_SERVICES=CLIENT_WRITE_SERVICES)
     if built["bundle_redis"]:
-        env = dict(app_secrets, REDIS_PASSWORD=token(32))
+        env["REDIS_PASSWORD"] = token(32)
     else:
-        env = dict(app_secrets, REDIS_URL=request.getfixturevalue("redis"))
+        env["REDIS_URL"] = request.getfixturevalue("redis")
     started = time.monotonic()
     docker(
         "run",

@@ -27,6 +27,8 @@ ASGI_SERVER = os.environ.get("IMAGE_ASGI_SERVER", "")
 ASGI_SERVERS = ("daphne", "uvicorn")
 WSPROBE = ROOT / "playbooks" / "files" / "wsprobe.py"
 HEALTHY_WITHIN = 120  # seconds from docker run to "healthy"
+# The websocket checks use services image-*: the running stack lets clients send to them (a runtime setting).
+CLIENT_WRITE_SERVICES = "image-*"
 
 # The one way the tests make images of their own: Debian packages installed into the local base image that the
 # build starts from (scripts/build-base-image.sh; no registry is needed, nothing is installed on this host).
@@ -86,6 +88,13 @@ def env_args(env):
 
 def wsprobe(*args, timeout=30):
     return subprocess.run(["python3", str(WSPROBE), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def grant(container, service, *options):
+    """A grant for `service` from the app in `container` (`<app_user>-manage grant`; `options`: --write to send too),
+    which a websocket client offers (wsprobe --grant)."""
+    manage = f"{layout()['app_user']}-manage"  # the app role's wrapper of manage.py
+    return docker("exec", container, manage, "grant", service, *options).stdout.strip()
 
 
 def http_get(url, timeout=10):

@@ -22,6 +22,7 @@ from helpers import (
     ansible_env,
     docker,
     env_args,
+    grant,
     http_get,
     inspect,
     wait_until,
@@ -220,7 +221,9 @@ def test_readyz_reaches_the_database_and_redis_for_the_container_itself_only(sta
 
 
 def test_websocket_round_trip_through_nginx(stack):
-    result = wsprobe("roundtrip", f"{stack['ws']}/ws/deploy/image-{uuid.uuid4().hex[:8]}/", "--timeout", "15")
+    service = "image-" + uuid.uuid4().hex[:8]
+    token = grant(stack["name"], service, "--write")
+    result = wsprobe("roundtrip", f"{stack['ws']}/ws/deploy/{service}/", "--timeout", "15", "--grant", token)
     assert result.returncode == 0, result.stdout + result.stderr
     frame = json.loads(result.stdout)
     assert frame["type"] == "message" and frame["source"] == "client" and frame["seq"] == 1
@@ -230,6 +233,7 @@ def test_manage_push_reaches_a_connected_client(stack, tmp_path, paths):
     service = "image-" + uuid.uuid4().hex[:8]
     message = "pushed " + uuid.uuid4().hex
     ready = tmp_path / "ready"
+    token = grant(stack["name"], service)  # the client only listens
     listener = subprocess.Popen(
         [
             "python3",
@@ -242,6 +246,8 @@ def test_manage_push_reaches_a_connected_client(stack, tmp_path, paths):
             "30",
             "--ready-file",
             str(ready),
+            "--grant",
+            token,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -12,6 +12,8 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from helpers import LOAD_SERVICES, grant  # noqa: E402
+
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
@@ -63,6 +65,7 @@ def settings(lb):
         "haproxy_health_host",
         "haproxy_tunnel_timeout",
         "devops_websocket_timeout",
+        "devops_user",
     ]
     # Role defaults are not inventory variables: each name falls back to the role's own default.
     with open(os.path.join(PROJECT, "roles", "haproxy", "defaults", "main.yml")) as defaults_file:
@@ -81,7 +84,8 @@ def lb_address(lb):
 
 @pytest.fixture(scope="session")
 def site(apps, lb_address, settings):
-    """What the load tool needs: the balancer's URL, the site's name and the push token (from an app host's env)."""
+    """What the load tool needs: the balancer's URL, the site's name, the push token (from an app host's env) and a
+    grant for its services."""
     first = apps[sorted(apps)[0]]
     env = first.check_output("cat /etc/devops/devops.env")
     token = next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("DEPLOY_PUSH_TOKEN="))
@@ -89,4 +93,6 @@ def site(apps, lb_address, settings):
         "url": f"http://{lb_address}:{settings['haproxy_listen_port']}",
         "host": settings["haproxy_health_host"],
         "token": token.strip().strip("'\""),
+        # Its clients only listen: a grant that may read. Each reconnect offers it again, so it outlasts the scenario.
+        "grant": grant(apps, settings, LOAD_SERVICES, "--seconds", "14400"),
     }

@@ -65,6 +65,13 @@ def get(address, port, path="/", host="localhost", timeout=5):
         conn.close()
 
 
+def grant(apps, settings, pattern, *options):
+    """A grant for the services matching `pattern` from the app of the first app host (`<devops_user>-manage grant`;
+    `options`: --write to send too, --seconds N). Websocket clients offer it (wsprobe: WSPROBE_GRANT)."""
+    manage = f"/usr/local/bin/{settings['devops_user']}-manage"
+    return apps[sorted(apps)[0]].check_output("%s grant %s" + " %s" * len(options), manage, pattern, *options)
+
+
 def wait_for_status(lb, name, status, limit):
     """Seconds until `show stat` reports server `name` in `status` (UP, DOWN); fails after `limit` seconds."""
     started = time.monotonic()
@@ -78,6 +85,7 @@ def wait_for_status(lb, name, status, limit):
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 LOAD = os.path.join(PROJECT, "tests", "cluster", "load.py")
 WS_CLIENTS, HTTP_CONCURRENCY, PUSH_RATE = 50, 20, 20
+LOAD_SERVICES = "load-*"  # the services under_load's clients listen to (conftest.py's site has a grant for them)
 
 
 def under_load(site, tmp_path, label, action):
@@ -92,7 +100,7 @@ def under_load(site, tmp_path, label, action):
             "--host",
             site["host"],
             "--service",
-            f"{re.sub('[^A-Za-z0-9]+', '-', label)}-{uuid.uuid4().hex[:6]}",
+            f"load-{re.sub('[^A-Za-z0-9]+', '-', label)}-{uuid.uuid4().hex[:6]}",
             "--ws-clients",
             str(WS_CLIENTS),
             "--http-concurrency",
@@ -112,6 +120,7 @@ def under_load(site, tmp_path, label, action):
             "--report",
             str(report),
         ],
+        env={**os.environ, "DEPLOY_GRANT": site["grant"]},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -226,15 +235,16 @@ def app_pages(lb, lb_address, service):
 
 
 def count_open_websockets(lb, apps, lb_address, settings, clients):
-    """Connect `clients` websocket listeners through the balancer to a new service, wait until Prometheus adds them
-    up to `clients` over both app hosts, close them and wait for 0. On failure the listeners' output and each app
-    host's own page are in the message."""
+    """Connect `clients` websocket listeners (with a grant to read) through the balancer to a new service, wait until
+    Prometheus adds them up to `clients` over both app hosts, close them and wait for 0. On failure the listeners'
+    output and each app host's own page are in the message."""
     service = "m-" + uuid.uuid4().hex[:10]
     url = f"ws://127.0.0.1:{settings['haproxy_listen_port']}/ws/deploy/{service}/"
     expression = f'sum(deploy_websockets_open{{service="{service}"}})'
+    token = grant(apps, settings, service)
     lb.check_output(
         "sh -c %s",
-        f"for i in $(seq {clients}); do "
+        f"export WSPROBE_GRANT={token}; for i in $(seq {clients}); do "
         f"{WSPROBE} listen {url} --count 1 --timeout 60 --ready-file /tmp/{service}.$i.ready "
         f"> /tmp/{service}.$i.out 2>&1 & done",
     )

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 
-from helpers import WSPROBE, admin, count_open_websockets, get, get_from, servers, wait_for_status
+from helpers import WSPROBE, admin, count_open_websockets, get, get_from, grant, servers, wait_for_status
 
 # --- configuration -------------------------------------------------------------------------------------------
 
@@ -73,13 +73,15 @@ def test_requests_are_spread_over_both_app_hosts(lb, apps, lb_address, settings)
 
 def test_a_websocket_message_crosses_app_hosts(lb, apps, settings):
     """A listener and a sender through the balancer land on different app hosts (leastconn); the message reaches
-    the listener through the shared Redis."""
+    the listener through the shared Redis. Both offer a grant that may send: clients may send to c-* (host_vars)."""
     port, service, ready = settings["haproxy_listen_port"], "c-" + uuid.uuid4().hex[:10], "/tmp/wsprobe-ready"
     url = f"ws://127.0.0.1:{port}/ws/deploy/{service}/"
     message = "across-" + uuid.uuid4().hex
+    token = grant(apps, settings, service, "--write")
     before = {name: int(row["stot"]) for name, row in servers(lb).items()}
     script = (
-        f"rm -f {ready}; {WSPROBE} listen {url} --count 1 --timeout 20 --ready-file {ready} > /tmp/wsprobe-out & "
+        f"export WSPROBE_GRANT={token}; rm -f {ready}; "
+        f"{WSPROBE} listen {url} --count 1 --timeout 20 --ready-file {ready} > /tmp/wsprobe-out & "
         f"for i in $(seq 100); do [ -e {ready} ] && break; sleep 0.1; done; "
         f"{WSPROBE} send {url} {message} >/dev/null; wait; cat /tmp/wsprobe-out"
     )

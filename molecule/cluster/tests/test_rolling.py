@@ -36,7 +36,9 @@ def changed_release(tmp_path, label):
         # and the programs stay the same.
         'asgi_websocket_max_message_bytes: "{{ app_max_message_bytes | int + 1024 }}"\n'
         "app_extra_env: >-\n"
-        "  {{ {'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes, 'DEPLOY_PUSH_TOKEN': app_push_token,\n"
+        "  {{ {'DEPLOY_CLIENT_WRITE_SERVICES': app_client_write_services | join(','),\n"
+        "      'DEPLOY_GRANT_SECONDS': app_grant_seconds, 'DEPLOY_MAX_MESSAGE_BYTES': app_max_message_bytes,\n"
+        "      'DEPLOY_PUSH_TOKEN': app_push_token, 'DEPLOY_WEBSOCKET_ACCESS': app_websocket_access,\n"
         "      'PROMETHEUS_MULTIPROC_DIR': app_run_dir ~ '/metrics'}\n"
         "     | combine({'DEPLOY_HISTORY_LENGTH': app_history_length,\n"
         "                'DEPLOY_HISTORY_REPLICAS': app_history_replicas} if app_profile == 'modern' else {}) }}\n"
