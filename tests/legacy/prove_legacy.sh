@@ -9,7 +9,7 @@
 #   LEGACY_PROJECT=tiny tests/legacy/prove_legacy.sh  # serve the tiny project even if app/ imports
 #
 #   legacy          legacy.txt, no patch             expect 200 500 500 500 500 500 (defect 1)
-#   legacy-patched  legacy.txt + the 4 legacy patches  expect 200 200 200 200 200 200
+#   legacy-patched  legacy.txt + the 5 legacy patches  expect 200 200 200 200 200 200
 #   legacy-fixed    legacy-fixed.txt + daphne 2.5 patch expect 200 200 200 200 200 200
 #
 # Needs docker and devops-channels/debian:bullseye (scripts/build-base-image.sh bullseye). The
@@ -84,7 +84,8 @@ for scenario in "$@"; do
     legacy) lock=legacy patches=() expect="200 500 500 500 500 500" ;;
     legacy-patched) lock=legacy expect="200 200 200 200 200 200"
       patches=(django-1.11-basehandler-middleware-lists channels-redis-2.3-receive-lock-cancelled
-               daphne-2.2-asyncio-cancellederror channels-2.1-asyncio-cancellederror) ;;
+               channels-redis-2.3-receive-lock-wait-cancelled daphne-2.2-asyncio-cancellederror
+               channels-2.1-asyncio-cancellederror) ;;
     legacy-fixed) lock=legacy-fixed patches=(daphne-2.5-asyncio-cancellederror) expect="200 200 200 200 200 200" ;;
   esac
   echo "=== $scenario: $lock.txt, patches: ${patches[*]:-none}"

@@ -42,6 +42,7 @@ def statuses(host, count, unix=None):
     [
         ("django/core/handlers/base.py", "self._response_middleware = []"),
         ("channels_redis/core.py", "except BaseException"),
+        ("channels_redis/core.py", "if not task.cancel():"),
         ("daphne/server.py", "from asyncio import CancelledError"),
         ("channels/utils.py", "from asyncio import CancelledError"),
     ],
