@@ -34,8 +34,9 @@ DRAINING = 4012
 UNREADABLE_GAP = 1011
 #: Close code of a client sending frames faster than ``DEPLOY_CLIENT_FRAMES_PER_SECOND``.
 TOO_MANY_FRAMES = 4429
-#: Close code (policy violation) after ``DEPLOY_CLIENT_BAD_FRAMES`` refused frames.
-TOO_MANY_BAD_FRAMES = 1008
+#: Close code after ``DEPLOY_CLIENT_BAD_FRAMES`` refused frames: 1008 (policy violation) in the
+#: application range, as daphne (autobahn) sends no code below 3000 but 1000 (1008 became 1011).
+TOO_MANY_BAD_FRAMES = 4008
 
 
 class FrameBudget:

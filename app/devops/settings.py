@@ -131,7 +131,7 @@ DEPLOY_CLIENT_WRITE_SERVICES = env.patterns("DEPLOY_CLIENT_WRITE_SERVICES")
 DEPLOY_GRANT_SECONDS = env.integer("DEPLOY_GRANT_SECONDS", 300, minimum=10)
 DEPLOY_MAX_MESSAGE_BYTES = env.integer("DEPLOY_MAX_MESSAGE_BYTES", 65536, minimum=1)
 # Frames a websocket client may send per second on average (0: no limit), and at once; over them the
-# connection is closed with 4429. After this many refused frames it is closed with 1008 (0: never).
+# connection is closed with 4429. After this many refused frames it is closed with 4008 (0: never).
 DEPLOY_CLIENT_FRAMES_PER_SECOND = env.integer("DEPLOY_CLIENT_FRAMES_PER_SECOND", 20, minimum=0)
 DEPLOY_CLIENT_FRAME_BURST = env.integer("DEPLOY_CLIENT_FRAME_BURST", 40, minimum=1)
 DEPLOY_CLIENT_BAD_FRAMES = env.integer("DEPLOY_CLIENT_BAD_FRAMES", 10, minimum=0)

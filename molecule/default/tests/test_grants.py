@@ -59,6 +59,9 @@ def test_a_read_grant_cannot_send_and_nobody_receives_what_it_tried(host, layout
     assert results[0].rc == 4, results[0].stdout
     assert frames(results[0].stdout) == [{"refused": f"this connection may not send to {service}"}]
     assert [frame["message"] for frame in received] == ["served"]  # not "forged"
+    # Each refused frame counts as a bad one: a client that keeps trying is closed (4008, through the ASGI server).
+    keeps_trying = host.run(f"WSPROBE_GRANT={reader} {PROBE} flood %s --count 12 --timeout 10", url)
+    assert keeps_trying.rc == 3 and frames(keeps_trying.stdout)[0]["closed"] == 4008, keeps_trying.stdout
 
 
 def test_only_the_listed_services_take_frames_from_clients(host, layout):
