@@ -157,7 +157,11 @@ def make_client(where, asyncio_client):
         sentinel_kwargs=compat.sentinel_kwargs(where, asyncio_client),
     )
     return sentinel.master_for(
-        where["master_name"], password=where.get("password"), db=where.get("db", 0), **options
+        where["master_name"],
+        username=where.get("username"),
+        password=where.get("password"),
+        db=where.get("db", 0),
+        **options,
     )
 
 

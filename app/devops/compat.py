@@ -25,6 +25,7 @@ except ImportError:  # Django 1.11
     from django.conf.urls import url as re_path
 
 __all__ = [
+    "aioredis_user_connection",
     "channel_layer_hosts",
     "csrf_trusted_origins",
     "has_redis_pubsub_layer",
@@ -82,9 +83,29 @@ def channel_layer_hosts(redis, options=None):
     }
     if parts.password:
         host["password"] = unquote(parts.password)
+    if parts.username:
+        host["connection_cls"] = aioredis_user_connection(unquote(parts.username))
     if parts.scheme == "rediss":
         host["ssl"] = True
     return [host]
+
+
+def aioredis_user_connection(username):
+    """An aioredis 1 connection class that logs in as ``username`` (``AUTH username password``).
+
+    aioredis 1 knows only the password form of ``AUTH`` (the ``default`` user of Redis >= 6);
+    channels-redis 2 hands each host's ``connection_cls`` to ``aioredis.create_redis``, which
+    authenticates through the class's ``auth``.
+    """
+    from aioredis.connection import RedisConnection
+    from aioredis.util import wait_ok
+
+    class UserConnection(RedisConnection):
+        def auth(self, password):
+            return wait_ok(self.execute("AUTH", username, password))
+
+    UserConnection.__name__ = UserConnection.__qualname__ = f"UserConnection[{username}]"
+    return UserConnection
 
 
 def sentinel_kwargs(host, asyncio_client):

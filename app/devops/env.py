@@ -88,8 +88,11 @@ class Env:
         host = self.string("REDIS_HOST", "127.0.0.1").strip()
         port = self.integer("REDIS_PORT", 6379, minimum=1)
         db = self.integer("REDIS_DB", 0)
+        username = self.string("REDIS_USERNAME").strip()
         password = self.string("REDIS_PASSWORD")
-        auth = f":{quote(password, safe='')}@" if password else ""
+        auth = ""
+        if username or password:
+            auth = f"{quote(username, safe='')}:{quote(password, safe='')}@"
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # an IPv6 address
         return f"redis://{auth}{host}:{port}/{db}"
@@ -117,8 +120,9 @@ class Env:
         """Where the app's Redis is: a URL (``redis_url``), or with ``REDIS_SENTINELS`` a dict.
 
         The dict is channels-redis' sentinel host: ``{"sentinels": [(host, port), ...],
-        "master_name", "sentinel_kwargs": {"password"}, "password", "db"}``; ``password`` and
-        ``db`` (``REDIS_PASSWORD``, ``REDIS_DB``) are the data nodes'.
+        "master_name", "sentinel_kwargs": {"password"}, "username", "password", "db"}``;
+        ``username``, ``password`` and ``db`` (``REDIS_USERNAME``, ``REDIS_PASSWORD``,
+        ``REDIS_DB``) are the data nodes'.
         """
         sentinels = self.redis_sentinels()
         if not sentinels:
@@ -129,6 +133,7 @@ class Env:
             self.string("REDIS_SENTINEL_PASSWORD"),
             self.string("REDIS_PASSWORD"),
             self.integer("REDIS_DB", 0),
+            username=self.string("REDIS_USERNAME").strip(),
         )
 
 
@@ -151,7 +156,7 @@ def parse_sentinel(item):
 SENTINEL_TIMEOUT = 1.0
 
 
-def sentinel_host(sentinels, master_name, sentinel_password, password, db):
+def sentinel_host(sentinels, master_name, sentinel_password, password, db, username=""):
     """channels-redis' sentinel host dict (also what ``deploy.history_redis`` connects with)."""
     if not master_name:
         raise ImproperlyConfigured("REDIS_SENTINEL_MASTER must not be empty with REDIS_SENTINELS")
@@ -163,6 +168,7 @@ def sentinel_host(sentinels, master_name, sentinel_password, password, db):
             "socket_timeout": SENTINEL_TIMEOUT,
             "socket_connect_timeout": SENTINEL_TIMEOUT,
         },
+        "username": username or None,
         "password": password or None,
         "db": db,
     }

@@ -98,6 +98,14 @@ def test_the_overlays_pubsub_layer_reconnects_a_closed_connection(tmp_path):
     ]
 
 
+def test_the_overlay_logs_in_as_the_projects_redis_user(tmp_path):
+    result = run(SETTINGS, tmp_path, REDIS_USERNAME="chat")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["layer"]["CONFIG"]["hosts"] == [
+        "redis://chat:p%40ss%3A%2Fword@redis.internal:6379/0"
+    ]
+
+
 def test_the_overlay_behind_tls_trusts_the_proxy_header(tmp_path):
     result = run(SETTINGS, tmp_path, DJANGO_HTTPS="true", DJANGO_CSRF_TRUSTED_ORIGINS="https://chat.example.org")
     settings = json.loads(result.stdout)

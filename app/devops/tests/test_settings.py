@@ -99,6 +99,13 @@ def test_redis_url_from_parts_quotes_the_password():
     assert env.redis_url() == "redis://:p%40ss%3Aw%2Frd@redis.internal:6380/2"
 
 
+def test_redis_url_names_the_acl_user():
+    env = Env({"REDIS_USERNAME": "chat.app", "REDIS_PASSWORD": "p@ss"})
+    assert env.redis_url() == "redis://chat.app:p%40ss@127.0.0.1:6379/0"
+    sentinel = Env({**SENTINEL_ENV, "REDIS_USERNAME": " chat "}).redis()
+    assert (sentinel["username"], sentinel["password"]) == ("chat", "p@ss")
+
+
 def test_redis_url_from_parts_brackets_ipv6():
     assert Env({"REDIS_HOST": "::1"}).redis_url() == "redis://[::1]:6379/0"
 
@@ -183,6 +190,7 @@ def test_sentinels_parsed():
         "sentinels": [("s1", 26379), ("fd00::2", 26380), ("s3", 26381)],
         "master_name": "devops",
         "sentinel_kwargs": {"password": "spw", **SENTINEL_TIMEOUTS},
+        "username": None,
         "password": "p@ss",
         "db": 2,
     }
@@ -190,6 +198,7 @@ def test_sentinels_parsed():
         "sentinels": [("s1", 1)],
         "master_name": "m",
         "sentinel_kwargs": {"password": None, **SENTINEL_TIMEOUTS},
+        "username": None,
         "password": None,
         "db": 0,
     }

@@ -13,7 +13,7 @@ ALLOWED_HOSTS             DJANGO_ALLOWED_HOSTS (comma separated)
 CSRF_TRUSTED_ORIGINS      the project's, plus DJANGO_CSRF_TRUSTED_ORIGINS
 DATABASES['default']      DATABASE_URL, else SQLite at DJANGO_DATA_DIR/db.sqlite3
 STATIC_ROOT               STATIC_ROOT (the release's static directory, set by bin/run)
-CHANNEL_LAYERS            CHANNEL_LAYER and REDIS_URL (or REDIS_HOST/PORT/PASSWORD/DB),
+CHANNEL_LAYERS            CHANNEL_LAYER and REDIS_URL (or REDIS_HOST/PORT/USERNAME/PASSWORD/DB),
                           CHANNELS_PREFIX, CHANNELS_GROUP_EXPIRY, CHANNELS_CAPACITY
 proxy and TLS settings    DJANGO_HTTPS: SECURE_PROXY_SSL_HEADER, secure cookies, SSL redirect, HSTS
 ========================  =======================================================================
@@ -74,8 +74,8 @@ def _database(url):
 def _redis_url():
     if _get("REDIS_URL"):
         return _get("REDIS_URL")
-    password = os.environ.get("REDIS_PASSWORD", "")
-    auth = f":{quote(password, safe='')}@" if password else ""
+    username, password = _get("REDIS_USERNAME"), os.environ.get("REDIS_PASSWORD", "")
+    auth = f"{quote(username, safe='')}:{quote(password, safe='')}@" if username or password else ""
     host = _get("REDIS_HOST", "127.0.0.1")
     host = f"[{host}]" if ":" in host else host
     return f"redis://{auth}{host}:{_number('REDIS_PORT', 6379)}/{_number('REDIS_DB', 0)}"
@@ -96,6 +96,24 @@ def _pubsub_host(url):
     return {"address": url, "retry_on_error": [redis.ConnectionError]}
 
 
+def _core_host(url):
+    """The core layer's host. channels-redis 2 hands the URL to aioredis 1, which knows only the password form of
+    AUTH (Redis' default user): with a user name in the URL its connections log in as that user themselves."""
+    username = unquote(urlsplit(url).username or "")
+    import channels_redis
+
+    if not username or int(channels_redis.__version__.split(".")[0]) >= 3:
+        return url
+    from aioredis.connection import RedisConnection
+    from aioredis.util import wait_ok
+
+    class UserConnection(RedisConnection):
+        def auth(self, password):
+            return wait_ok(self.execute("AUTH", username, password))
+
+    return {"address": url, "connection_cls": UserConnection}
+
+
 def _channel_layer(kind):
     expiry, capacity = _number("CHANNELS_GROUP_EXPIRY", 86400), _number("CHANNELS_CAPACITY", 100)
     prefix = _get("CHANNELS_PREFIX", "asgi")
@@ -109,6 +127,7 @@ def _channel_layer(kind):
             "CONFIG": {"hosts": [_pubsub_host(url) for url in hosts], "prefix": prefix},
         }
     if kind == "redis":
+        hosts = [_core_host(url) for url in hosts]
         config = {"hosts": hosts, "prefix": prefix, "group_expiry": expiry, "capacity": capacity}
         return {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}
     raise ImproperlyConfigured(f"CHANNEL_LAYER={kind!r} is not one of redis, redis-pubsub, memory")
