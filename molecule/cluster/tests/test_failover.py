@@ -5,6 +5,7 @@ old master is a replica, and a re-run of site.yml changes nothing and leaves the
 
 Figures printed per fault: seconds from the fault to the promotion and to the first acknowledged push after it."""
 
+import shlex
 import subprocess
 import time
 
@@ -15,17 +16,20 @@ PROMOTION_LIMIT = 30  # seconds; the goal is under 10 with a 3 s down-after
 
 
 @pytest.fixture(scope="module")
-def secrets(apps):
-    """The data nodes' and the sentinels' passwords and the master name, from an app host's env file."""
+def secrets(apps, redis_hosts):
+    """The sentinels' password and the master name from an app host's env file, and the data nodes' administration
+    password (their default user's: ROLE is not the app's to run) from a Redis host's config."""
     env = apps[sorted(apps)[0]].check_output("cat /etc/devops/devops.env")
     values = dict(line.split("=", 1) for line in env.splitlines() if "=" in line and not line.startswith("#"))
-    return {key: value.strip().strip("'\"") for key, value in values.items()}
+    config = redis_hosts[sorted(redis_hosts)[0]].file("/etc/redis/redis.conf").content_string
+    admin = next(shlex.split(line)[1] for line in config.splitlines() if line.startswith("requirepass "))
+    return {**{key: value.strip().strip("'\"") for key, value in values.items()}, "REDIS_ADMIN_PASSWORD": admin}
 
 
 def cli(name, secrets, *args, sentinel=False):
     """redis-cli in container `name` (the sentinel on 26379, else the data node): its answer, '' when it has none
     (docker exec straight from the controller: the promotion is timed by polling this)."""
-    password = secrets["REDIS_SENTINEL_PASSWORD"] if sentinel else secrets["REDIS_PASSWORD"]
+    password = secrets["REDIS_SENTINEL_PASSWORD"] if sentinel else secrets["REDIS_ADMIN_PASSWORD"]
     port = "26379" if sentinel else "6379"
     command = ["docker", "exec", "-e", f"REDISCLI_AUTH={password}", name, "redis-cli", "--no-auth-warning", "-p", port]
     answer = subprocess.run([*command, *args], capture_output=True, text=True, timeout=10)

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import read_layout  # noqa: E402
+from helpers import grant_for, read_layout  # noqa: E402
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ SERVICES = "t-*"
 @pytest.fixture(scope="module")
 def grant(host, layout):
     """A grant for the checks' services (SERVICES) that may send, from the host's app."""
-    return host.check_output("%s-manage grant %s --write --seconds 7200", layout["project"], SERVICES)
+    return grant_for(host, layout, SERVICES, "--write", "--seconds 7200")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import os
 import subprocess
 
 WS = "ws://localhost/ws/deploy/{service}/"
+PROBE = "/usr/local/bin/wsprobe"
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 # What the checks need to know of a host, asked from Ansible with the host's own inventory values, so that a host
@@ -103,3 +104,25 @@ def recap(output, host):
     """{"ok": n, "changed": n, ...} from the PLAY RECAP line of `host`."""
     line = next(line for line in output.splitlines() if line.startswith(host + " ") and "changed=" in line)
     return {key: int(value) for key, value in (item.split("=") for item in line.split(":", 1)[1].split())}
+
+
+def listen_and_push(host, layout, service, grant, *refused_commands):
+    """A client with `grant` listens to `service` while each of `refused_commands` runs, then a push is made: returns
+    (the refused commands' results, the frames the listener printed)."""
+    manage = f"{layout['project']}-manage"
+    ready, out = f"/tmp/{service}.ready", f"/tmp/{service}.out"
+    host.check_output(
+        "sh -c %s",
+        f"WSPROBE_GRANT={grant} {PROBE} listen {WS.format(service=service)} --count 1 --timeout 60 "
+        f"--ready-file {ready} > {out} 2>&1 &",
+    )
+    host.check_output("sh -c %s", f"for i in $(seq 100); do [ -e {ready} ] && exit 0; sleep 0.1; done; exit 1")
+    results = [host.run(command) for command in refused_commands]
+    host.check_output("%s push %s %s", manage, service, "served")
+    host.check_output("sh -c %s", f"for i in $(seq 100); do grep -q served {out} && exit 0; sleep 0.1; done; exit 1")
+    return results, frames(host.file(out).content_string)
+
+
+def grant_for(host, layout, pattern, *options):
+    """A grant from the host's app: `options` are manage.py grant's (--write, --seconds N)."""
+    return host.check_output(" ".join([f"{layout['project']}-manage grant %s", *options]), pattern)

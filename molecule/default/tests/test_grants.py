@@ -5,31 +5,7 @@ unprotected case (DEPLOY_WEBSOCKET_ACCESS=open: anyone reads and sends).
 
 import time
 
-from helpers import WS, frames, http_get
-
-PROBE = "/usr/local/bin/wsprobe"
-
-
-def listen_and_push(host, layout, service, grant, *refused_commands):
-    """A client with `grant` listens to `service` while each of `refused_commands` runs, then a push is made: returns
-    (the refused commands' results, the frames the listener printed)."""
-    manage = f"{layout['project']}-manage"
-    ready, out = f"/tmp/{service}.ready", f"/tmp/{service}.out"
-    host.check_output(
-        "sh -c %s",
-        f"WSPROBE_GRANT={grant} {PROBE} listen {WS.format(service=service)} --count 1 --timeout 60 "
-        f"--ready-file {ready} > {out} 2>&1 &",
-    )
-    host.check_output("sh -c %s", f"for i in $(seq 100); do [ -e {ready} ] && exit 0; sleep 0.1; done; exit 1")
-    results = [host.run(command) for command in refused_commands]
-    host.check_output("%s push %s %s", manage, service, "served")
-    host.check_output("sh -c %s", f"for i in $(seq 100); do grep -q served {out} && exit 0; sleep 0.1; done; exit 1")
-    return results, frames(host.file(out).content_string)
-
-
-def grant_for(host, layout, pattern, *options):
-    """A grant from the host's app: `options` are manage.py grant's (--write, --seconds N)."""
-    return host.check_output(" ".join([f"{layout['project']}-manage grant %s", *options]), pattern)
+from helpers import PROBE, WS, frames, grant_for, http_get, listen_and_push
 
 
 def test_a_websocket_without_a_valid_grant_is_closed_with_4403_and_the_others_are_served(host, layout, service):

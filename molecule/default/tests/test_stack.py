@@ -94,8 +94,8 @@ def test_redis_refuses_commands_without_the_password(host):
     assert "NOAUTH" in out.stdout + out.stderr
 
 
-def test_redis_answers_with_the_password(host, layout):
-    ping = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 ping'
+def test_redis_answers_the_apps_user_with_its_password(host, layout):
+    ping = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --no-auth-warning -h 127.0.0.1 --user "$REDIS_USERNAME" ping'
     out = host.check_output(f"sh -c '. {layout['env_file']}; {ping}'")
     assert out.strip() == "PONG"
 
