@@ -15,10 +15,6 @@ reading from ...`` in the idle consumers' receive (a race of two 5 s timers: not
 """
 
 import asyncio
-import os
-import shutil
-import subprocess
-import time
 import uuid
 
 import pytest
@@ -26,13 +22,12 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from deploy.tests.conftest import SITE_HEADERS, TIMEOUT
-from deploy.tests.helpers import free_port, grant_protocols, modern_only
+from deploy.tests.helpers import grant_protocols, modern_only, redis_server
 from devops.asgi import application
 from devops.env import channel_layers
 
 pytestmark = [modern_only, pytest.mark.live]
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 CLIENTS = 300
 #: Longer than the layer's blocking read and redis-py's default socket timeout (5 s).
 IDLE_SECONDS = 6.5
@@ -40,35 +35,9 @@ IDLE_SECONDS = 6.5
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    if not os.access(REDIS_SERVER, os.X_OK):
-        if os.environ.get("REQUIRE_LIVE") == "1":
-            pytest.fail(f"REQUIRE_LIVE=1 but {REDIS_SERVER} is not installed")
-        pytest.skip(f"{REDIS_SERVER} is not installed")
-    import redis
-
-    port = free_port()
-    data_dir = tmp_path_factory.mktemp("core-layer")
-    args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
-    args += ["--appendonly", "no", "--dir", str(data_dir), "--maxclients", "2000"]
-    with open(data_dir / "redis.log", "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        client.close()
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    """URL of a redis-server started for this module on a free loopback port, stopped after."""
+    with redis_server(tmp_path_factory.mktemp("core-layer"), "maxclients 2000") as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 def old_layers(url, prefix):

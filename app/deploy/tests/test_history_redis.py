@@ -4,10 +4,6 @@ Skipped when redis-server is not installed (unless REQUIRE_LIVE=1, as in test_li
 """
 
 import asyncio
-import os
-import shutil
-import subprocess
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,47 +11,16 @@ import pytest
 
 from deploy import history
 from deploy.history import EPOCH_CHANGED, GAP
-from deploy.tests.helpers import free_port, needs_history
+from deploy.tests.helpers import free_port, needs_history, redis_server
 
 pytestmark = needs_history
-
-REDIS_SERVER = shutil.which("redis-server")
 
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     """URL of a redis-server started for this module on a free loopback port, stopped after."""
-    if REDIS_SERVER is None:
-        if os.environ.get("REQUIRE_LIVE") == "1":
-            pytest.fail("REQUIRE_LIVE=1 but redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    import redis
-
-    port = free_port()
-    data_dir = tmp_path_factory.mktemp("history-redis")
-    args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
-    args += ["--appendonly", "no", "--dir", str(data_dir)]
-    with open(data_dir / "redis.log", "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        "redis-server did not start: " + (data_dir / "redis.log").read_text()
-                    )
-                time.sleep(0.05)
-        client.close()
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with redis_server(tmp_path_factory.mktemp("history-redis")) as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 import redis
 import yaml
-from channels_redis.core import RedisChannelLayer
+from django.utils.module_loading import import_string
 
 from deploy.tests.helpers import APP_DIR, modern_only, needs_history, redis_server
 from devops.env import Env, channel_layers
@@ -61,15 +61,10 @@ def env(port, **extra):
     return Env({"REDIS_PORT": str(port), "REDIS_PASSWORD": PASSWORD, **extra})
 
 
-def layer(port, kind):
-    config = channel_layers(kind, env(port, REDIS_USERNAME=PREFIX).redis(), 60, 10, prefix=PREFIX)
-    backend = config["default"]["BACKEND"]
-    if kind == "redis":
-        return RedisChannelLayer(**config["default"]["CONFIG"])
-    from channels_redis.pubsub import RedisPubSubChannelLayer
-
-    assert backend.endswith("RedisPubSubChannelLayer")
-    return RedisPubSubChannelLayer(**config["default"]["CONFIG"])
+def layer(port, kind, prefix=PREFIX):
+    """A channel layer of ``kind`` as the settings build it, logged in as the project's user."""
+    config = channel_layers(kind, env(port, REDIS_USERNAME=PREFIX).redis(), 60, 10, prefix=prefix)
+    return import_string(config["default"]["BACKEND"])(**config["default"]["CONFIG"])
 
 
 @pytest.mark.parametrize("kind", ["redis", "redis-pubsub"])
@@ -123,10 +118,9 @@ def test_the_project_user_may_not(port, command):
 
 def test_a_layer_with_another_prefix_is_refused(port):
     """The key patterns are what keeps projects apart: the same user with another prefix fails."""
-    config = channel_layers("redis", env(port, REDIS_USERNAME=PREFIX).redis(), 60, 10, "other")
 
     async def send():
-        channel_layer = RedisChannelLayer(**config["default"]["CONFIG"])
+        channel_layer = layer(port, "redis", prefix="other")
         try:
             await channel_layer.send("specific.x!y", {"type": "x"})
         finally:
