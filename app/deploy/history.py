@@ -257,7 +257,7 @@ def get_history(layer=None):
 
 
 #: The keys of a channels-redis sentinel host that say where Redis is (not pool options).
-SENTINEL_KEYS = ("sentinels", "master_name", "sentinel_kwargs", "password", "db")
+SENTINEL_KEYS = ("sentinels", "master_name", "sentinel_kwargs", "username", "password", "db")
 
 
 def layer_redis():

@@ -11,10 +11,10 @@ it missed live events (the pub/sub layer drops what is published around a failov
 channels_redis #256) and fetches them from the stream (``between``).
 
 Redis is a URL, or a Sentinel-monitored master (``{"sentinels", "master_name",
-"sentinel_kwargs", "password", "db"}``, channels-redis' sentinel host): the clients then come from
-redis-py's ``Sentinel.master_for``, whose connections ask the sentinels for the master each time
-they connect, so that after a failover (a connection error, or READONLY from the demoted master)
-the next command goes to the new master. Nothing here remembers a master's address.
+"sentinel_kwargs", "username", "password", "db"}``, channels-redis' sentinel host): the clients
+then come from redis-py's ``Sentinel.master_for``, whose connections ask the sentinels for the
+master each time they connect, so that after a failover (a connection error, or READONLY from the
+demoted master) the next command goes to the new master. Nothing here remembers a master's address.
 
 With ``DEPLOY_HISTORY_REPLICAS`` > 0 every publish is followed, on the same connection, by
 ``WAIT <replicas> <DEPLOY_HISTORY_WAIT_MS>``; fewer acknowledgements raise ``NotReplicated``, so

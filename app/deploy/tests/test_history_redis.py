@@ -209,3 +209,25 @@ async def test_reads_survive_connections_closed_by_the_server(backend, raw, monk
                 errors += 1
     assert errors == 0 if twice else errors > 0
     await backend.aclose()
+
+
+def test_a_sentinel_layer_gives_the_history_its_login_not_its_pool_options(settings):
+    # The history logs in as the layer does: as the project's Redis user, not as default.
+    host = {
+        "sentinels": [("redis1", 26379)],
+        "master_name": "devops",
+        "sentinel_kwargs": {"password": "sentinel", "retry": object()},
+        "username": "project",
+        "password": "secret",
+        "db": 2,
+        "retry_on_error": [ConnectionError],
+    }
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "x", "CONFIG": {"hosts": [host]}}}
+    assert history.layer_redis() == {
+        "sentinels": [("redis1", 26379)],
+        "master_name": "devops",
+        "sentinel_kwargs": {"password": "sentinel"},
+        "username": "project",
+        "password": "secret",
+        "db": 2,
+    }
